@@ -1,0 +1,84 @@
+"""hfy: Hopfield-Fenchel-Young networks.
+
+The top-level package is the torch fast path.  Its numpy twin is
+:mod:`hfy.reference` and its cvxpy twin (the definitions, as convex programs)
+is :mod:`hfy.oracle`; the same names mean the same maps in all three.
+"""
+
+from ._torch.entmax import (
+    Entmax,
+    Entmax15,
+    Entmax15Loss,
+    EntmaxBisect,
+    EntmaxBisectLoss,
+    LearnableEntmax,
+    Sparsemax,
+    SparsemaxBisectLoss,
+    SparsemaxLoss,
+    Tsallis,
+    entmax,
+    entmax15,
+    entmax15_loss,
+    entmax_bisect,
+    entmax_bisect_loss,
+    entmax_loss,
+    sparsemax,
+    sparsemax_bisect,
+    sparsemax_bisect_loss,
+    sparsemax_loss,
+)
+from ._torch.fenchel_young import FenchelYoungLoss, Regularizer, fenchel_young_loss
+from ._torch.normmax import (
+    NormEntropy,
+    Normmax,
+    NormmaxBisect,
+    NormmaxBisectLoss,
+    normmax,
+    normmax_bisect,
+    normmax_bisect_loss,
+    normmax_loss,
+)
+from ._torch.softmax import Shannon, softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # maps
+    "softmax",
+    "sparsemax",
+    "entmax",
+    "entmax15",
+    "normmax",
+    # regularisers and losses
+    "Regularizer",
+    "Shannon",
+    "Tsallis",
+    "NormEntropy",
+    "fenchel_young_loss",
+    "FenchelYoungLoss",
+    "entmax_loss",
+    "normmax_loss",
+    # modules
+    "Entmax",
+    "Normmax",
+    "LearnableEntmax",
+    # drop-in names of the entmax package
+    "Sparsemax",
+    "Entmax15",
+    "EntmaxBisect",
+    "NormmaxBisect",
+    "entmax_bisect",
+    "sparsemax_bisect",
+    "normmax_bisect",
+    "sparsemax_loss",
+    "entmax15_loss",
+    "entmax_bisect_loss",
+    "sparsemax_bisect_loss",
+    "normmax_bisect_loss",
+    "SparsemaxLoss",
+    "Entmax15Loss",
+    "EntmaxBisectLoss",
+    "SparsemaxBisectLoss",
+    "NormmaxBisectLoss",
+    "__version__",
+]

@@ -1,0 +1,181 @@
+"""Shared machinery of the torch fast path.
+
+Every threshold map of hfy (α-entmax for any α >= 1, γ-normmax for any γ > 1)
+reduces to one scalar equation per row.  With scores shifted so that their
+maximum is 0,
+
+    F(t) = Σ_i [1 + c (x_i − t)]_+^r = 1,      t ∈ [0, (1 − N^(−1/r)) / c]      (eq-entmax-power-root)
+
+* α-entmax: c = α − 1 and r = 1/(α − 1); as c → 0 the summand tends to
+  exp(x_i − t), so softmax is the member c = 0 of the same family.
+* γ-normmax: c = 1 and r = γ/(γ − 1) (here t = τ + 1).
+
+We solve it with Newton's method on φ(t) = (F(t)^(1/r) − 1) / c, started at
+t = 0.  φ is convex and decreasing for r >= 1, because F^(1/r) is the r-norm of
+the vector [1 + c (x − t)]_+, which is convex in t.  Newton from the left
+therefore increases monotonically to the root, discovers the support
+(entries leave it and never come back) and then converges quadratically.  It
+is exact after one step when all support scores are equal, and for r = 1
+(sparsemax) it is Michelot's finite algorithm.  A bisection bracket guards
+the iteration for r < 1 (α > 2), where φ is not convex.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+
+Scalar = Union[float, torch.Tensor]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def check_scores(z, name: str = "z", dim: int = -1) -> torch.Tensor:
+    """Validate a score tensor: floating dtype, at least 1-D, non-empty ``dim``."""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor; got {type(z).__name__}")
+    if not z.is_floating_point():
+        raise TypeError(f"`{name}` must have a floating dtype; got {z.dtype}")
+    if z.dim() == 0:
+        raise ValueError(f"`{name}` must have at least one dimension")
+    if not -z.dim() <= dim < z.dim():
+        raise ValueError(f"`dim`={dim} is out of range for `{name}` with {z.dim()} dimension(s)")
+    if z.shape[dim] == 0:
+        raise ValueError(f"`{name}` has an empty dimension {dim}: a map needs at least one score")
+    return z
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision inputs are solved in float32 and cast back at the end."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def shift_rows(x: torch.Tensor, name: str = "z") -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Subtract each row's max (last axis); report all-masked rows.
+
+    Returns ``(shifted, row_max, dead)`` where ``dead`` is a boolean
+    ``(..., 1)`` mask of rows whose entries are all ``-inf`` (or ``None`` if there
+    are none).  NaN and ``+inf`` scores raise ``ValueError``: ``-inf`` is the only
+    non-finite score with a meaning (masked).
+    """
+    m = x.amax(dim=-1, keepdim=True)
+    dead = None
+    bad = ~torch.isfinite(m)
+    if bool(bad.any()):
+        if bool(torch.isnan(m).any()):
+            raise ValueError(f"`{name}` contains NaN")
+        if bool(torch.isposinf(m).any()):
+            raise ValueError(f"`{name}` contains +inf; use -inf to mask an entry")
+        dead = torch.isneginf(m)
+        m = m.masked_fill(dead, 0.0)
+    return x - m, m, dead
+
+
+def _expm1_ratio(a: Scalar, logf: torch.Tensor) -> torch.Tensor:
+    """(1 − F^(−a)) / a with F = exp(logf), continuous at a = 0 (value: log F)."""
+    if isinstance(a, torch.Tensor):
+        safe = torch.where(a > 0, a, torch.ones_like(a))
+        return torch.where(a > 0, -torch.expm1(-a * logf) / safe, logf)
+    if a == 0:
+        return logf
+    return -torch.expm1(-a * logf) / a
+
+
+def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit: bool):
+    """The summands P_i = [1 + c(x_i − t)]_+^r and their slopes Q_i = [·]_+^(r−1).
+
+    ``softmax_limit`` selects the entmax family (c = α − 1, r = 1/c, with the
+    c → 0 limit exp(x − t)); otherwise c and r are free (normmax: c = 1).
+    Cheap closed forms are used for r = 1 and r = 2; other exponents go
+    through the log domain, which keeps large and tiny exponents finite.
+    """
+    u = x - t
+    if isinstance(c, torch.Tensor):
+        # per-row α: the log domain covers every c >= 0 at once (c = 0 is softmax)
+        cu = c * u
+        pos = cu > -1
+        safe_c = torch.where(c > 0, c, torch.ones_like(c))
+        log_base = torch.log1p(torch.where(pos, cu, torch.zeros_like(cu)))
+        lp = torch.where(c > 0, log_base / safe_c, u)
+        p = torch.where(pos, torch.exp(lp), torch.zeros_like(u))
+        return p, p / torch.where(pos, 1.0 + cu, torch.ones_like(cu))
+    if softmax_limit and c == 0:
+        p = torch.exp(u)
+        return p, p
+    base = 1.0 + c * u if c != 1 else 1.0 + u
+    if r == 1:
+        return base.clamp_min(0.0), (base > 0).to(x.dtype)
+    if r == 2:
+        bp = base.clamp_min(0.0)
+        return bp * bp, bp
+    pos = base > 0
+    safe = torch.where(pos, base, torch.ones_like(base))
+    p = torch.where(pos, torch.exp(r * torch.log(safe)), torch.zeros_like(base))
+    return p, p / safe
+
+
+def solve_power_root(
+    x: torch.Tensor,
+    c: Scalar,
+    r: float,
+    *,
+    softmax_limit: bool,
+    max_iter: int = 100,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve (eq-entmax-power-root) for every row of ``x`` (last axis, max 0, -inf masked).
+
+    In the entmax family (``softmax_limit=True``) ``r`` is ignored and taken to
+    be 1/c; ``c`` may then be a tensor of shape (..., 1) (per-row α).
+    Returns ``(t, P, Q)``: the root and, at the root, the summands and their
+    slopes.  ``max_iter`` caps the number of safeguarded Newton steps; the
+    iteration normally stops much earlier, once no row's step exceeds a few
+    ulps.
+    """
+    n = x.shape[-1]
+    dtype = x.dtype
+    tiny = torch.finfo(dtype).tiny
+    ulp = torch.finfo(dtype).eps
+    log_n = torch.full_like(x[..., :1], math.log(n))
+    # a = 1/r: the exponent of the norm whose Newton step we take
+    a: Scalar = c if softmax_limit else 1.0 / r
+    # right end of the bracket: every summand is <= 1/N there
+    if softmax_limit:
+        hi = _expm1_ratio(c, log_n)
+    else:
+        hi = -torch.expm1(-a * log_n) / c
+    hi = hi.expand(*x.shape[:-1], 1).clone()
+    lo = torch.zeros_like(hi)
+    t = torch.zeros_like(hi)
+    for _ in range(max(int(max_iter), 1)):
+        p, q = _terms(x, t, c, r, softmax_limit)
+        f = p.sum(dim=-1, keepdim=True)
+        s = q.sum(dim=-1, keepdim=True)
+        above = f >= 1
+        lo = torch.where(above, t, lo)
+        hi = torch.where(above, hi, t)
+        # Newton on φ = F^a − 1, φ' = −c F^(a−1) S:   Δt = F (1 − F^(−a)) / (c S)
+        # with (1 − F^(−a)) = a · ratio; in the entmax family a = c cancels.
+        ratio = _expm1_ratio(a, torch.log(f.clamp_min(tiny)))
+        if softmax_limit:
+            step = f * ratio / s.clamp_min(tiny)
+        else:
+            step = f * (a * ratio) / (c * s).clamp_min(tiny)
+        t_new = t + step
+        outside = ~((t_new >= lo) & (t_new <= hi))
+        t_new = torch.where(outside, 0.5 * (lo + hi), t_new)
+        moved = (t_new - t).abs()
+        t = t_new
+        if not bool((moved > 4 * ulp * (1.0 + t.abs())).any()):
+            break
+    p, q = _terms(x, t, c, r, softmax_limit)
+    return t, p, q
+
+
+def move_to_last(z: torch.Tensor, dim: int) -> torch.Tensor:
+    return z if dim in (-1, z.dim() - 1) else z.movedim(dim, -1)
+
+
+def move_back(z: torch.Tensor, dim: int) -> torch.Tensor:
+    return z if dim in (-1, z.dim() - 1) else z.movedim(-1, dim)

@@ -1,0 +1,62 @@
+"""Shared plumbing of the numpy reference: input checks and row-wise application.
+
+The reference favours readability over speed: every map is written for one
+1-D score vector and applied along ``dim`` with :func:`apply_along`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def as_scores(z, name: str = "z") -> np.ndarray:
+    """Return ``z`` as a float64 array, rejecting non-floating, NaN and +inf input."""
+    arr = np.asarray(z)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"`{name}` must be a floating-point array; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if np.isnan(arr).any():
+        raise ValueError(f"`{name}` contains NaN")
+    if np.isposinf(arr).any():
+        raise ValueError(f"`{name}` contains +inf; use -inf to mask an entry")
+    return arr
+
+
+def apply_along(fn: Callable[[np.ndarray], np.ndarray], z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
+    """Apply a 1-D map ``fn`` to every slice of ``z`` along ``dim``."""
+    if z.ndim == 0:
+        raise ValueError(f"`{name}` must have at least one dimension")
+    if not -z.ndim <= dim < z.ndim:
+        raise ValueError(f"`dim`={dim} is out of range for `{name}` with {z.ndim} dimension(s)")
+    if z.shape[dim] == 0:
+        raise ValueError(f"`{name}` has an empty dimension {dim}: a map needs at least one score")
+    moved = np.moveaxis(z, dim, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    out = np.stack([fn(row) for row in flat]) if flat.shape[0] else np.empty_like(flat)
+    return np.moveaxis(out.reshape(moved.shape), -1, dim)
+
+
+def shift_by_max(theta: np.ndarray) -> np.ndarray | None:
+    """``theta - max(theta)`` over finite entries (-inf stays -inf); None if all are masked."""
+    finite = np.isfinite(theta)
+    if not finite.any():
+        return None
+    return theta - theta[finite].max()
+
+
+def bisect_decreasing(f: Callable[[float], float], lo: float, hi: float) -> float:
+    """Largest ``t`` in ``[lo, hi]`` with ``f(t) >= 0`` for a non-increasing ``f``.
+
+    Bisection until the bracket stops shrinking in float64 (about 60 halvings),
+    so the result is the root to the last bit: slow, but easy to trust.
+    """
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            return lo
+        if f(mid) >= 0:
+            lo = mid
+        else:
+            hi = mid
