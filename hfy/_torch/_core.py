@@ -73,6 +73,11 @@ def shift_rows(x: torch.Tensor, name: str = "z") -> Tuple[torch.Tensor, torch.Te
     return x - m, m, dead
 
 
+def indicator(v: torch.Tensor) -> torch.Tensor:
+    """1 where ``v > 0`` and 0 where ``v == 0``, for ``v >= 0`` (no boolean tensor)."""
+    return v.clamp(max=1.0).ceil_()
+
+
 def _expm1_ratio(a: Scalar, logf: torch.Tensor) -> torch.Tensor:
     """(1 − F^(−a)) / a with F = exp(logf), continuous at a = 0 (value: log F)."""
     if isinstance(a, torch.Tensor):
@@ -83,17 +88,22 @@ def _expm1_ratio(a: Scalar, logf: torch.Tensor) -> torch.Tensor:
     return -torch.expm1(-a * logf) / a
 
 
-def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit: bool):
+def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit: bool,
+           work: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
     """The summands P_i = [1 + c(x_i − t)]_+^r and their slopes Q_i = [·]_+^(r−1).
 
     ``softmax_limit`` selects the entmax family (c = α − 1, r = 1/c, with the
     c → 0 limit exp(x − t)); otherwise c and r are free (normmax: c = 1).
-    Cheap closed forms are used for r = 1 and r = 2; other exponents go
-    through the log domain, which keeps large and tiny exponents finite.
+
+    The scalar paths write into the two ``work`` buffers (shaped like ``x``)
+    when given, and avoid boolean masks, ``torch.where`` and log/sqrt of exact
+    zeros, all slow on CPU: the positive part is a clamp, the support
+    indicator is ceil(min(base, 1)), and other exponents use ``torch.pow``,
+    for which 0^(r−1) = 0 exactly.  The returned tensors may alias ``work``.
     """
-    u = x - t
     if isinstance(c, torch.Tensor):
         # per-row α: the log domain covers every c >= 0 at once (c = 0 is softmax)
+        u = x - t
         cu = c * u
         pos = cu > -1
         safe_c = torch.where(c > 0, c, torch.ones_like(c))
@@ -102,14 +112,25 @@ def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit
         p = torch.where(pos, torch.exp(lp), torch.zeros_like(u))
         return p, p / torch.where(pos, 1.0 + cu, torch.ones_like(cu))
     if softmax_limit and c == 0:
-        p = torch.exp(u)
+        p = torch.exp(x - t)
         return p, p
-    base = 1.0 + c * u if c != 1 else 1.0 + u
+    if work is None:
+        work = (torch.empty_like(x), torch.empty_like(x))
+    base, other = work
+    # base = [1 + c (x − t)]_+ = [c x + (1 − c t)]_+, built in place
+    if c != 1:
+        torch.mul(x, c, out=base)
+    else:
+        base.copy_(x)
+    base.add_(1.0 - c * t).clamp_(min=0.0)
     if r == 1:
-        return base.clamp_min(0.0), (base > 0).to(x.dtype)
+        return base, torch.clamp(base, max=1.0, out=other).ceil_()
     if r == 2:
-        bp = base.clamp_min(0.0)
-        return bp * bp, bp
+        return torch.mul(base, base, out=other), base
+    if r > 1:
+        q = torch.pow(base, r - 1.0, out=other)
+        return base.mul_(q), q
+    # 0 < r < 1 (α > 2): the slope blows up at the edge of the support; mask explicitly
     pos = base > 0
     safe = torch.where(pos, base, torch.ones_like(base))
     p = torch.where(pos, torch.exp(r * torch.log(safe)), torch.zeros_like(base))
@@ -148,8 +169,9 @@ def solve_power_root(
     hi = hi.expand(*x.shape[:-1], 1).clone()
     lo = torch.zeros_like(hi)
     t = torch.zeros_like(hi)
+    work = (torch.empty_like(x), torch.empty_like(x))
     for _ in range(max(int(max_iter), 1)):
-        p, q = _terms(x, t, c, r, softmax_limit)
+        p, q = _terms(x, t, c, r, softmax_limit, work)
         f = p.sum(dim=-1, keepdim=True)
         s = q.sum(dim=-1, keepdim=True)
         above = f >= 1
@@ -169,7 +191,7 @@ def solve_power_root(
         t = t_new
         if not bool((moved > 4 * ulp * (1.0 + t.abs())).any()):
             break
-    p, q = _terms(x, t, c, r, softmax_limit)
+    p, q = _terms(x, t, c, r, softmax_limit, work)
     return t, p, q
 
 

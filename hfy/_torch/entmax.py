@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._validate import check_alpha, check_reduction
-from ._core import check_scores, compute_dtype, move_back, move_to_last, shift_rows, solve_power_root
+from ._core import check_scores, compute_dtype, indicator, move_back, move_to_last, shift_rows, solve_power_root
 from .fenchel_young import Regularizer, fenchel_young_loss
 from .softmax import softmax
 
@@ -43,16 +43,15 @@ def _entmax_forward(z: torch.Tensor, eps, max_iter: int, ensure_sum_one: bool) -
 
 
 def _support_weights(p: torch.Tensor, eps) -> torch.Tensor:
-    """s = p^(1−ε) = p^(2−α) on the support, 0 elsewhere (safe to differentiate)."""
-    pos = p > 0
+    """s = p^(1−ε) = p^(2−α) on the support, 0 elsewhere (differentiable at p > 0)."""
     if not isinstance(eps, torch.Tensor):
         if eps == 1.0:
-            return pos.to(p.dtype)
+            return indicator(p)
         if eps == 0.0:
             return p
-        safe = torch.where(pos, p, torch.ones_like(p))
-        if eps == 0.5:
-            return torch.where(pos, torch.sqrt(safe), torch.zeros_like(p))
+        if eps < 1.0 and not torch.is_grad_enabled():
+            return torch.pow(p, 1.0 - eps)  # 0^(positive) = 0; fast, but not twice differentiable at 0
+    pos = p > 0
     safe = torch.where(pos, p, torch.ones_like(p))
     return torch.where(pos, torch.exp((1.0 - eps) * torch.log(safe)), torch.zeros_like(p))
 
@@ -111,7 +110,13 @@ class _EntmaxFunction(torch.autograd.Function):
         eps = (alpha.to(dtype) - 1.0) if alpha is not None else ctx.eps
         s = _support_weights(pc, eps)
         ssum = s.sum(-1, keepdim=True)
-        gz = s * g - s * ((s * g).sum(-1, keepdim=True) / torch.where(ssum > 0, ssum, torch.ones_like(ssum)))
+        ssum = torch.where(ssum > 0, ssum, torch.ones_like(ssum))  # all-masked rows: s = 0
+        gz = s * g
+        coef = gz.sum(-1, keepdim=True) / ssum
+        if torch.is_grad_enabled():  # double backward: stay out of place
+            gz = gz - s * coef
+        else:
+            gz.addcmul_(s, coef, value=-1.0)
         galpha = None
         if alpha is not None and ctx.needs_input_grad[1]:
             e = eps if isinstance(eps, torch.Tensor) else torch.full_like(pc[..., :1], eps)

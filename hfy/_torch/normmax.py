@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._validate import check_gamma
-from ._core import check_scores, compute_dtype, move_back, move_to_last, shift_rows, solve_power_root
+from ._core import check_scores, compute_dtype, indicator, move_back, move_to_last, shift_rows, solve_power_root
 from .fenchel_young import Regularizer, fenchel_young_loss
 
 MAX_ITER = 100
@@ -30,17 +30,10 @@ def _normmax_forward(z: torch.Tensor, gamma: float, max_iter: int) -> torch.Tens
         _, p, _ = solve_power_root(shifted, 1.0, 1.0, softmax_limit=False, max_iter=max_iter)
         w = (p > 0).to(x.dtype)
     else:
+        # p ∝ Q = [1 + x − t]_+^(r−1).  At the root the top summand is >= 1/N, so
+        # the top slope is >= 1/N too: no log-domain normalisation is needed.
         r = gamma / (gamma - 1.0)
-        t, _, q = solve_power_root(shifted, 1.0, r, softmax_limit=False, max_iter=max_iter)
-        if r == 2.0:
-            w = q
-        else:  # q = base^(r−1) may underflow for γ near 1: normalise in the log domain
-            base = 1.0 + shifted - t
-            pos = base > 0
-            logw = torch.where(pos, (r - 1.0) * torch.log(torch.where(pos, base, torch.ones_like(base))),
-                               torch.full_like(base, -math.inf))
-            top = logw.amax(-1, keepdim=True)
-            w = torch.exp(logw - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+        _, _, w = solve_power_root(shifted, 1.0, r, softmax_limit=False, max_iter=max_iter)
     p = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     if dead is not None:
         p = p.masked_fill(dead, 0.0)
@@ -51,11 +44,15 @@ def normmax_vjp(p: torch.Tensor, g: torch.Tensor, gamma: float) -> torch.Tensor:
     """Jᵀg = J g for γ-normmax outputs ``p`` along the last axis (J is symmetric)."""
     if math.isinf(gamma):
         return torch.zeros_like(g)
-    pos = p > 0
-    safe = torch.where(pos, p, torch.ones_like(p))
-    logp = torch.log(safe)
-    b = torch.where(pos, torch.exp((2.0 - gamma) * logp), torch.zeros_like(p))
-    norm_pow = torch.where(pos, torch.exp(gamma * logp), torch.zeros_like(p)).sum(-1, keepdim=True)
+    if torch.is_grad_enabled():  # double backward: masks that are safe to differentiate
+        pos = p > 0
+        logp = torch.log(torch.where(pos, p, torch.ones_like(p)))
+        b = torch.where(pos, torch.exp((2.0 - gamma) * logp), torch.zeros_like(p))
+        norm_pow = torch.where(pos, torch.exp(gamma * logp), torch.zeros_like(p)).sum(-1, keepdim=True)
+    else:  # fast: no boolean masks, no log of zeros
+        ind = indicator(p)
+        b = torch.pow(p + (1.0 - ind), 2.0 - gamma).mul_(ind)
+        norm_pow = torch.pow(p, gamma).sum(-1, keepdim=True)
     c = norm_pow ** ((gamma - 1.0) / gamma) / (gamma - 1.0)
     pg = (p * g).sum(-1, keepdim=True)
     bg = (b * g).sum(-1, keepdim=True)
