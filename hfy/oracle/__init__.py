@@ -1,0 +1,26 @@
+"""hfy.oracle: every map as the convex program that defines it, solved by cvxpy.
+
+Slow and meant for small inputs: this layer is the ground truth the numpy
+reference and the torch fast path are tested against.  cvxpy is imported
+lazily, so ``import hfy`` never needs it.
+"""
+
+from ._core import SOLVER, SOLVER_OPTIONS
+from .entmax import Tsallis, entmax
+from .fenchel_young import Regularizer
+from .normmax import NormEntropy, normmax
+from .softmax import Shannon, softmax
+from .sparsemax import sparsemax
+
+__all__ = [
+    "softmax",
+    "sparsemax",
+    "entmax",
+    "normmax",
+    "Regularizer",
+    "Shannon",
+    "Tsallis",
+    "NormEntropy",
+    "SOLVER",
+    "SOLVER_OPTIONS",
+]

@@ -1,0 +1,82 @@
+"""Tolerances and problem generators shared by the tests and the chapters.
+
+Every tolerance used to compare two layers lives here, with the reason for
+its size, so that a reader can see what "agrees" means.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+
+#: oracle (cvxpy, CLARABEL with 1e-10 gap/feasibility tolerances) vs reference.
+#: Interior-point solutions of the quadratic, exponential-cone and p-norm
+#: programs are accurate to ~1e-9 on small problems; 1e-6 leaves room for
+#: conditioning.
+ORACLE_ATOL = 1e-6
+
+#: oracle vs reference for α-entmax with α ∉ {1, 2}: cvxpy models Σ p^α with
+#: power cones, which CLARABEL solves less accurately (a few 1e-6 observed
+#: on 8-dimensional problems), and near the edge of the support p ~ d^(1/(α−1))
+#: magnifies a small error in the objective.
+ORACLE_POWER_ATOL = 2e-5
+
+#: reference (numpy float64) vs fast path (torch float64): both solve the same
+#: equations to machine precision, so only rounding separates them.
+REFERENCE_ATOL = 1e-10
+
+#: fast path in a lower precision vs the same inputs in float64, on outputs
+#: that are probabilities (absolute error).
+DTYPE_ATOL: Dict[str, float] = {
+    "float64": 1e-12,
+    "float32": 1e-5,
+    "float16": 5e-3,
+    "bfloat16": 3e-2,
+}
+
+#: torch.autograd.gradcheck settings (float64 central differences).
+GRADCHECK = dict(eps=1e-6, atol=1e-6, rtol=1e-4)
+
+#: finite-difference step and tolerance for analytic Jacobians (central differences).
+FD_STEP = 1e-6
+FD_ATOL = 1e-7
+
+#: property tests: identities that hold up to float64 rounding.
+PROPERTY_ATOL = 1e-9
+
+
+def dtype_atol(dtype) -> float:
+    """Tolerance vs float64 for a torch or numpy dtype (by name)."""
+    name = str(dtype).replace("torch.", "")
+    return DTYPE_ATOL[name]
+
+
+def random_scores(shape: Tuple[int, ...], scale: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Gaussian scores of a given shape and scale (float64, seeded)."""
+    return scale * np.random.default_rng(seed).standard_normal(shape)
+
+
+def random_simplex(n: int, seed: int = 0, sparse: bool = False) -> np.ndarray:
+    """A random point of the n-simplex; with ``sparse=True`` about half the entries are 0."""
+    rng = np.random.default_rng(seed)
+    w = rng.exponential(size=n)
+    if sparse and n > 1:
+        w[rng.random(n) < 0.5] = 0.0
+        if not w.any():
+            w[rng.integers(n)] = 1.0
+    return w / w.sum()
+
+
+def adversarial_scores() -> Iterator[Tuple[str, np.ndarray]]:
+    """Named 1-D score vectors that broke peer libraries (see the book's chapters)."""
+    yield "single entry", np.array([0.3])
+    yield "all equal", np.zeros(6)
+    yield "ties at the top", np.array([2.0, 2.0, 1.0, -1.0])
+    yield "huge offset", np.array([0.0, -0.5, -3.0, 1.0]) + 1e4
+    yield "negative offset", np.array([0.0, -5.0]) - 1000.0
+    yield "huge scale", np.array([1e30, -1e30, 0.0, 5.0])
+    yield "tiny scale", 1e-12 * np.array([1.0, -2.0, 0.5])
+    yield "one masked", np.array([1.0, -np.inf, 0.5, 0.2])
+    yield "all but one masked", np.array([-np.inf, -np.inf, 0.7, -np.inf])
+    yield "gap exactly one", np.array([1.0, 0.0, 0.0])
