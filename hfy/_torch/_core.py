@@ -88,8 +88,19 @@ def _expm1_ratio(a: Scalar, logf: torch.Tensor) -> torch.Tensor:
     return -torch.expm1(-a * logf) / a
 
 
+def lift(x: torch.Tensor, c: float) -> torch.Tensor:
+    """y = 1 + c x, computed once per solve.
+
+    Each Newton step then forms the base as y − c t: for entries near the
+    threshold the two terms are close, so the subtraction is exact and the
+    output keeps the accuracy of the input (forming x + (1 − c t) instead
+    would round 1 − c t to the precision of 1).
+    """
+    return torch.mul(x, c).add_(1.0) if c != 1 else x + 1.0
+
+
 def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit: bool,
-           work: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+           work: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, lifted: Optional[torch.Tensor] = None):
     """The summands P_i = [1 + c(x_i − t)]_+^r and their slopes Q_i = [·]_+^(r−1).
 
     ``softmax_limit`` selects the entmax family (c = α − 1, r = 1/c, with the
@@ -116,13 +127,11 @@ def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit
         return p, p
     if work is None:
         work = (torch.empty_like(x), torch.empty_like(x))
+    if lifted is None:
+        lifted = lift(x, c)
     base, other = work
-    # base = [1 + c (x − t)]_+ = [c x + (1 − c t)]_+, built in place
-    if c != 1:
-        torch.mul(x, c, out=base)
-    else:
-        base.copy_(x)
-    base.add_(1.0 - c * t).clamp_(min=0.0)
+    # base = [1 + c (x − t)]_+ = [y − c t]_+ with y = 1 + c x, built in place
+    torch.sub(lifted, t if c == 1 else c * t, out=base).clamp_(min=0.0)
     if r == 1:
         return base, torch.clamp(base, max=1.0, out=other).ceil_()
     if r == 2:
@@ -144,13 +153,13 @@ def solve_power_root(
     *,
     softmax_limit: bool,
     max_iter: int = 100,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """Solve (eq-entmax-power-root) for every row of ``x`` (last axis, max 0, -inf masked).
 
     In the entmax family (``softmax_limit=True``) ``r`` is ignored and taken to
     be 1/c; ``c`` may then be a tensor of shape (..., 1) (per-row α).
-    Returns ``(t, P, Q)``: the root and, at the root, the summands and their
-    slopes.  ``max_iter`` caps the number of safeguarded Newton steps; the
+    Returns ``(t, P, Q, converged)``: the root and, at the root, the summands
+    and their slopes, and whether every row converged within ``max_iter``.  ``max_iter`` caps the number of safeguarded Newton steps; the
     iteration normally stops much earlier, once no row's step exceeds a few
     ulps.
     """
@@ -169,9 +178,11 @@ def solve_power_root(
     hi = hi.expand(*x.shape[:-1], 1).clone()
     lo = torch.zeros_like(hi)
     t = torch.zeros_like(hi)
+    converged = False
     work = (torch.empty_like(x), torch.empty_like(x))
+    lifted = lift(x, c) if not isinstance(c, torch.Tensor) and not (softmax_limit and c == 0) else None
     for _ in range(max(int(max_iter), 1)):
-        p, q = _terms(x, t, c, r, softmax_limit, work)
+        p, q = _terms(x, t, c, r, softmax_limit, work, lifted)
         f = p.sum(dim=-1, keepdim=True)
         s = q.sum(dim=-1, keepdim=True)
         above = f >= 1
@@ -190,9 +201,10 @@ def solve_power_root(
         moved = (t_new - t).abs()
         t = t_new
         if not bool((moved > 4 * ulp * (1.0 + t.abs())).any()):
+            converged = True
             break
-    p, q = _terms(x, t, c, r, softmax_limit, work)
-    return t, p, q
+    p, q = _terms(x, t, c, r, softmax_limit, work, lifted)
+    return t, p, q, converged
 
 
 def move_to_last(z: torch.Tensor, dim: int) -> torch.Tensor:

@@ -27,13 +27,13 @@ def _normmax_forward(z: torch.Tensor, gamma: float, max_iter: int) -> torch.Tens
     shifted, _, dead = shift_rows(x)
     if math.isinf(gamma):
         # γ = ∞: uniform over the sparsemax support
-        _, p, _ = solve_power_root(shifted, 1.0, 1.0, softmax_limit=False, max_iter=max_iter)
+        _, p, _, _ = solve_power_root(shifted, 1.0, 1.0, softmax_limit=False, max_iter=max_iter)
         w = (p > 0).to(x.dtype)
     else:
         # p ∝ Q = [1 + x − t]_+^(r−1).  At the root the top summand is >= 1/N, so
         # the top slope is >= 1/N too: no log-domain normalisation is needed.
         r = gamma / (gamma - 1.0)
-        _, _, w = solve_power_root(shifted, 1.0, r, softmax_limit=False, max_iter=max_iter)
+        _, _, w, _ = solve_power_root(shifted, 1.0, r, softmax_limit=False, max_iter=max_iter)
     p = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     if dead is not None:
         p = p.masked_fill(dead, 0.0)

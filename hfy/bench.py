@@ -1,0 +1,157 @@
+"""Side-by-side benchmarks: ``python -m hfy.bench maps``.
+
+Every timing compares hfy with the peer implementation *in the same run*:
+the two are called alternately (A B A B ...) on the same input and the
+medians are reported, so the ratio is meaningful even on a noisy machine.
+Absolute times are only indicative.
+
+Accuracy is measured against the numpy float64 reference (:mod:`hfy.reference`):
+for each map we report the largest absolute error of hfy and of the peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+import hfy
+import hfy.reference as ref
+
+DEFAULT_SHAPES: Tuple[Tuple[int, int], ...] = ((1024, 1024), (64, 65536))
+
+
+@dataclass
+class MapCase:
+    """One map benchmarked against its peer."""
+
+    name: str
+    ours: Callable[[torch.Tensor], torch.Tensor]
+    peer: Callable[[torch.Tensor], torch.Tensor]
+    reference: Callable[[np.ndarray], np.ndarray]
+    target: float  # speed-up the issue asks for
+
+
+def map_cases(peer_module=None) -> List[MapCase]:
+    """The maps of ``python -m hfy.bench maps`` and their peers in the ``entmax`` package."""
+    if peer_module is None:
+        import entmax as peer_module  # noqa: F811 - optional dependency (the `bench` extra)
+    em = peer_module
+    return [
+        MapCase("sparsemax", hfy.sparsemax, em.sparsemax, ref.sparsemax, 3.0),
+        MapCase("entmax15", hfy.entmax15, em.entmax15, ref.entmax15, 3.0),
+        MapCase("entmax_bisect a=1.3", lambda x: hfy.entmax_bisect(x, 1.3), lambda x: em.entmax_bisect(x, 1.3),
+                lambda z: ref.entmax(z, 1.3), 5.0),
+        MapCase("normmax_bisect g=2", lambda x: hfy.normmax_bisect(x, 2.0), lambda x: em.normmax_bisect(x, 2.0),
+                lambda z: ref.normmax(z, 2.0), 5.0),
+        MapCase("normmax_bisect g=5", lambda x: hfy.normmax_bisect(x, 5.0), lambda x: em.normmax_bisect(x, 5.0),
+                lambda z: ref.normmax(z, 5.0), 5.0),
+    ]
+
+
+def forward_backward_seconds(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor) -> float:
+    """Wall time of one forward and backward pass of ``fn`` at ``x`` with output cotangent ``g``."""
+    xx = x.detach().clone().requires_grad_(True)
+    start = time.perf_counter()
+    y = fn(xx)
+    y.backward(g)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(fns: Sequence[Callable[[], float]], reps: int, warmup: int = 1) -> List[float]:
+    """Median of ``reps`` calls of each timer, called in turn (A B A B ...)."""
+    for _ in range(warmup):
+        for f in fns:
+            f()
+    samples: List[List[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for i, f in enumerate(fns):
+            samples[i].append(f())
+    return [statistics.median(s) for s in samples]
+
+
+def bench_maps(shapes: Sequence[Tuple[int, int]] = DEFAULT_SHAPES, reps: int = 7, seed: int = 0,
+               dtype: torch.dtype = torch.float32, accuracy: bool = True,
+               cases: Optional[List[MapCase]] = None) -> List[Dict]:
+    """Time forward+backward of every map against the peer; return one row per (map, shape)."""
+    cases = map_cases() if cases is None else cases
+    rows = []
+    for batch, n in shapes:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(batch, n, generator=gen, dtype=dtype)
+        g = torch.randn(batch, n, generator=gen, dtype=dtype)
+        x64 = x.double().numpy()
+        for case in cases:
+            t_ours, t_peer = interleaved_medians(
+                [lambda: forward_backward_seconds(case.ours, x, g), lambda: forward_backward_seconds(case.peer, x, g)],
+                reps,
+            )
+            with torch.no_grad():
+                y_ours, y_peer = case.ours(x), case.peer(x)
+            row = dict(map=case.name, batch=batch, n=n, dtype=str(dtype).replace("torch.", ""),
+                       hfy_ms=1e3 * t_ours, peer_ms=1e3 * t_peer, speedup=t_peer / t_ours, target=case.target,
+                       max_diff=float((y_ours.double() - y_peer.double()).abs().max()))
+            if accuracy:
+                truth = case.reference(x64)
+                row["hfy_err"] = float(np.abs(y_ours.double().numpy() - truth).max())
+                row["peer_err"] = float(np.abs(y_peer.double().numpy() - truth).max())
+            rows.append(row)
+    return rows
+
+
+def format_table(rows: List[Dict]) -> str:
+    """A markdown table of :func:`bench_maps` rows."""
+    has_err = rows and "hfy_err" in rows[0]
+    head = "| map | B × N | hfy fwd+bwd (ms) | entmax fwd+bwd (ms) | speed-up | target | max abs diff |"
+    rule = "|---|---|---:|---:|---:|---:|---:|"
+    if has_err:
+        head += " hfy err vs f64 ref | entmax err vs f64 ref |"
+        rule += "---:|---:|"
+    lines = [head, rule]
+    for r in rows:
+        line = (f"| {r['map']} | {r['batch']} × {r['n']} | {r['hfy_ms']:.1f} | {r['peer_ms']:.1f} | "
+                f"{r['speedup']:.2f}× | ≥{r['target']:.0f}× | {r['max_diff']:.1e} |")
+        if has_err:
+            line += f" {r['hfy_err']:.1e} | {r['peer_err']:.1e} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{os.cpu_count()} logical cores, {sys.platform}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hfy.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="suite", required=True)
+    p_maps = sub.add_parser("maps", help="sparse maps vs the entmax package (forward + backward, fp32, CPU)")
+    p_maps.add_argument("--reps", type=int, default=7, help="timed repetitions per implementation (median)")
+    p_maps.add_argument("--shapes", type=str, default="1024x1024,64x65536",
+                        help="comma-separated BxN shapes, e.g. 1024x1024,64x65536")
+    p_maps.add_argument("--no-accuracy", action="store_true", help="skip the float64 reference comparison")
+    p_maps.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before timing")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.suite == "maps":
+        shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",") if s]
+        try:
+            rows = bench_maps(shapes, reps=args.reps, accuracy=not args.no_accuracy)
+        except ImportError:
+            print("the maps benchmark needs the peer package: pip install 'hfy[bench]'", file=sys.stderr)
+            return 2
+        print(f"# hfy.bench maps ({machine_line()})\n")
+        print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
