@@ -38,6 +38,11 @@ from ._torch.normmax import (
     normmax_bisect_loss,
     normmax_loss,
 )
+from ._torch.classical import Quadratic
+from ._torch.dense import ExponentialDAM, PolynomialDAM, SeparableDAM
+from ._torch.energy import HFY, Retrieval, energy, retrieve, update
+from ._torch.post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
+from ._torch.retrieval import Certificate, certify, separation
 from ._torch.softmax import Shannon, softmax
 
 __version__ = "0.1.0"
@@ -58,6 +63,27 @@ __all__ = [
     "FenchelYoungLoss",
     "entmax_loss",
     "normmax_loss",
+    # energies and dynamics
+    "energy",
+    "update",
+    "retrieve",
+    "Retrieval",
+    "HFY",
+    "certify",
+    "Certificate",
+    "separation",
+    # post-transformations
+    "PostTransform",
+    "Identity",
+    "L2Normalize",
+    "LayerNorm",
+    "Sign",
+    "Tanh",
+    # special cases
+    "Quadratic",
+    "SeparableDAM",
+    "PolynomialDAM",
+    "ExponentialDAM",
     # modules
     "Entmax",
     "Normmax",

@@ -78,6 +78,13 @@ class Regularizer:
         """H(u), the entropy of the uniform distribution over ``n`` items."""
         raise NotImplementedError
 
+    #: True when dom Ω lies in the simplex: −inf scores then mean "masked".
+    simplex: bool = True
+
+    def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """ȳ of the HFY energy constant: the barycentre of dom Ω (u = 1/n on the simplex)."""
+        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
+
     def entropy(self, p: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """The generalised entropy H(p) = −Ω(p)."""
         return -self.omega(p, dim)

@@ -7,7 +7,9 @@ lazily, so ``import hfy`` never needs it.
 
 from ._core import SOLVER, SOLVER_OPTIONS
 from .entmax import Tsallis, entmax
+from .energy import energy, update
 from .fenchel_young import Regularizer
+from .post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
 from .normmax import NormEntropy, normmax
 from .softmax import Shannon, softmax
 from .sparsemax import sparsemax
@@ -21,6 +23,14 @@ __all__ = [
     "Shannon",
     "Tsallis",
     "NormEntropy",
+    "energy",
+    "update",
+    "PostTransform",
+    "Identity",
+    "L2Normalize",
+    "LayerNorm",
+    "Sign",
+    "Tanh",
     "SOLVER",
     "SOLVER_OPTIONS",
 ]

@@ -54,6 +54,10 @@ class Regularizer:
         """H(u): the entropy of the uniform distribution over ``n`` items."""
         raise NotImplementedError
 
+    def reference_point(self, n: int) -> np.ndarray:
+        """ȳ of the HFY energy constant: the barycentre of the domain (u on the simplex)."""
+        return np.full(n, 1.0 / n)
+
     # --- public API -----------------------------------------------------------
     def predict(self, theta, dim: int = -1) -> np.ndarray:
         """The regularised prediction map ŷ_Ω(θ) = ∇Ω*(θ)."""

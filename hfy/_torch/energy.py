@@ -1,0 +1,308 @@
+"""The HFY energy, its CCCP update and retrieval (torch fast path).
+
+Twins of :mod:`hfy.reference.energy`.  For memories X (N × D), states
+q (..., D), a score-side regulariser Ω and a state-side Ψ:
+
+    E(q) = Ψ(q) − β⁻¹ Ω*(βXq) + Ψ*(Xᵀȳ) − β⁻¹ Ω(ȳ)                 (eq-energy-fy)
+    p = ŷ_Ω(βXq),   q ← ŷ_Ψ(Xᵀp)                                     (eq-energy-update)
+
+The gradient of E is ∇Ψ(q) − Xᵀŷ_Ω(βXq) by Danskin's theorem: autograd of
+:func:`energy` never differentiates through a solver.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from .classical import Quadratic
+from .entmax import Tsallis
+from .fenchel_young import Regularizer
+from .normmax import NormEntropy
+from .post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
+from .softmax import Shannon
+
+CONSTANTS = ("fy", "sshn", "none")
+
+_OMEGAS = {
+    "softmax": Shannon,
+    "sparsemax": lambda: Tsallis(2.0),
+    "entmax15": lambda: Tsallis(1.5),
+    "normmax": lambda: NormEntropy(2.0),
+    "identity": Quadratic,
+}
+_PSIS = {"identity": Identity, "l2": L2Normalize, "layernorm": LayerNorm, "sign": Sign, "tanh": Tanh}
+
+
+def as_omega(omega: Union[str, Regularizer]) -> Regularizer:
+    """A regulariser from an object or a name ('softmax', 'sparsemax', 'entmax15', 'normmax', 'identity')."""
+    if isinstance(omega, str):
+        if omega not in _OMEGAS:
+            raise ValueError(f"`omega` must be a Regularizer or one of {sorted(_OMEGAS)}; got {omega!r}")
+        return _OMEGAS[omega]()
+    if not isinstance(omega, Regularizer):
+        raise TypeError(f"`omega` must be a hfy Regularizer; got {type(omega).__name__}")
+    return omega
+
+
+def as_psi(psi: Union[str, PostTransform]) -> PostTransform:
+    """A post-transformation from an object or a name ('identity', 'l2', 'layernorm', 'sign', 'tanh')."""
+    if isinstance(psi, str):
+        if psi not in _PSIS:
+            raise ValueError(f"`psi` must be a PostTransform or one of {sorted(_PSIS)}; got {psi!r}")
+        return _PSIS[psi]()
+    if not isinstance(psi, PostTransform):
+        raise TypeError(f"`psi` must be a hfy PostTransform; got {type(psi).__name__}")
+    return psi
+
+
+def _check_beta(beta) -> None:
+    if isinstance(beta, torch.Tensor):
+        if bool((beta <= 0).any()) or not bool(torch.isfinite(beta).all()):
+            raise ValueError("`beta` must be finite and > 0")
+    elif not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"`beta` must be a finite number > 0; got {beta!r}")
+
+
+def _prepare(q: torch.Tensor, X: torch.Tensor, beta, omega: Regularizer, mask: Optional[torch.Tensor]):
+    """Validate shapes; return (X_used, mask_for_scores) where masking is by −inf (simplex Ω) or row selection."""
+    if not isinstance(X, torch.Tensor) or not X.is_floating_point() or X.dim() != 2 or X.shape[0] == 0:
+        raise ValueError("`X` must be a floating tensor of shape (N, D) with N >= 1")
+    if not isinstance(q, torch.Tensor) or not q.is_floating_point():
+        raise TypeError("`q` must be a floating-point tensor")
+    if q.dim() == 0 or q.shape[-1] != X.shape[1]:
+        raise ValueError(f"`q` must have shape (..., D) with D = {X.shape[1]}; got {tuple(q.shape)}")
+    _check_beta(beta)
+    if mask is None:
+        return X, None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"`mask` must be a boolean tensor (True = memory in use); got {mask.dtype}")
+    if mask.shape[-1] != X.shape[0]:
+        raise ValueError(f"`mask` must have shape (..., N) with N = {X.shape[0]}; got {tuple(mask.shape)}")
+    if mask.dim() == 1 or not omega.simplex:
+        if mask.dim() != 1:
+            raise ValueError("a per-query `mask` needs a regulariser on the simplex (masking by -inf)")
+        if not bool(mask.any()):
+            raise ValueError("`mask` leaves no memory")
+        if not omega.simplex:
+            return X[mask], None
+    return X, mask
+
+
+def scores(q: torch.Tensor, X: torch.Tensor, beta, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """θ = β X q along the last axis, with −inf at masked memories."""
+    theta = beta * (q @ X.transpose(0, 1))
+    if mask is not None:
+        theta = theta.masked_fill(~mask, -math.inf)
+    return theta
+
+
+def energy(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax", psi="identity",
+           constant: str = "fy", mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """HFY energy of states ``q`` (eq-energy-fy); differentiable, with ∇E = ∇Ψ(q) − Xᵀŷ_Ω(βXq).
+
+    Parameters
+    ----------
+    q : Tensor, shape (..., D)
+    X : Tensor, shape (N, D)
+        Memories, one per row.
+    beta : float
+        Inverse temperature on the score side.
+    omega : Regularizer or str
+        Ω: ``hfy.Shannon()``, ``hfy.Tsallis(alpha)``, ``hfy.NormEntropy(gamma)``, ``hfy.Quadratic()``,
+        a dense-memory regulariser, or a name.
+    psi : PostTransform or str
+        Ψ: ``hfy.Identity()``, ``hfy.L2Normalize()``, ``hfy.LayerNorm()``, ``hfy.Sign()``, ``hfy.Tanh(beta)``, or a name.
+    constant : {'fy', 'sshn', 'none'}
+        'fy' is the difference of Fenchel-Young losses (eq-energy-fy); 'none' drops the constant;
+        'sshn' (identity Ψ, simplex Ω) adds β⁻¹H(u) + ½M² instead, which makes E >= 0 and,
+        with Shannon, equals the modern Hopfield energy.
+    mask : bool Tensor, shape (N,) or (..., N), optional
+        True for memories in use.
+
+    Returns
+    -------
+    Tensor, shape (...)
+
+    See Also
+    --------
+    hfy.reference.energy, hfy.oracle.energy
+    """
+    omega, psi = as_omega(omega), as_psi(psi)
+    if constant not in CONSTANTS:
+        raise ValueError(f"`constant` must be one of {CONSTANTS}; got {constant!r}")
+    Xu, m = _prepare(q, X, beta, omega, mask)
+    value = psi.psi(q) - omega.conjugate(scores(q, Xu, beta, m)) / beta
+    if constant == "none":
+        return value
+    if constant == "fy":
+        if m is None:
+            ybar = omega.reference_point(Xu.shape[0], q)
+            const = psi.conjugate(ybar @ Xu) - omega.omega(ybar) / beta
+        else:  # one barycentre per mask pattern
+            counts = m.sum(-1, keepdim=True).to(q.dtype)
+            ybar = m.to(q.dtype) / counts
+            const = psi.conjugate(ybar @ Xu) - omega.omega(ybar) / beta
+        return value + const
+    if not isinstance(psi, Identity) or not omega.simplex:
+        raise ValueError("constant='sshn' needs psi='identity' and a regulariser on the simplex")
+    sq = (Xu * Xu).sum(-1)
+    if m is None:
+        return value + omega.max_entropy(Xu.shape[0]) / beta + 0.5 * sq.max()
+    counts = m.sum(-1)
+    h = torch.tensor([omega.max_entropy(int(c)) for c in counts.flatten()], dtype=q.dtype,
+                     device=q.device).reshape(counts.shape)
+    return value + h / beta + 0.5 * sq.masked_fill(~m, -math.inf).amax(-1)
+
+
+def update(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax", psi="identity",
+           mask: Optional[torch.Tensor] = None, return_weights: bool = False):
+    """One CCCP step q ← ŷ_Ψ(Xᵀ ŷ_Ω(βXq)) (eq-energy-update); with ``return_weights`` also p.
+
+    With Shannon and identity Ψ this is one step of attention with keys = values = X.
+    """
+    omega, psi = as_omega(omega), as_psi(psi)
+    Xu, m = _prepare(q, X, beta, omega, mask)
+    p = omega.predict(scores(q, Xu, beta, m))
+    q_next = psi.predict(p @ Xu)
+    if not return_weights:
+        return q_next
+    if Xu is not X:  # rows were selected by a 1-D mask on a non-simplex Ω
+        full = torch.zeros(*p.shape[:-1], X.shape[0], dtype=p.dtype, device=p.device)
+        full[..., mask] = p
+        p = full
+    return q_next, p
+
+
+@dataclass
+class Retrieval:
+    """What :func:`retrieve` returns.
+
+    Attributes
+    ----------
+    q : Tensor, shape (..., D)
+        Final states.
+    p : Tensor, shape (..., N)
+        Weights ŷ_Ω(βXq) at the final states.
+    n_iter : Tensor of int, shape (...)
+        Updates applied to each query.
+    converged : Tensor of bool, shape (...)
+        Whether each query met the tolerance within ``max_iter``.
+    energies : Tensor, shape (max_iter + 1, ...) or None
+        Energy (constant 'fy') of every query before each update; a converged
+        query repeats its final value.
+    """
+
+    q: torch.Tensor
+    p: torch.Tensor
+    n_iter: torch.Tensor
+    converged: torch.Tensor
+    energies: Optional[torch.Tensor] = None
+
+
+def retrieve(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax", psi="identity",
+             mask: Optional[torch.Tensor] = None, max_iter: int = 100, tol: float = 1e-6,
+             trace: bool = False) -> Retrieval:
+    """Run the CCCP updates from ``q`` until each query converges (eq-energy-update).
+
+    A query stops when ‖q⁺ − q‖_∞ <= tol or ‖p⁺ − p‖_∞ <= tol, or after
+    ``max_iter`` updates; converged queries are not updated again.  The state is
+    used as given: pre-transform initial states (``psi.predict(q)``) and memories
+    when Ψ is an idempotent normalisation.
+
+    See Also
+    --------
+    hfy.reference.retrieve, HFY
+    """
+    if int(max_iter) < 1:
+        raise ValueError(f"`max_iter` must be >= 1; got {max_iter}")
+    if not tol >= 0:
+        raise ValueError(f"`tol` must be >= 0; got {tol}")
+    omega, psi = as_omega(omega), as_psi(psi)
+    _prepare(q, X, beta, omega, mask)
+    batch = q.shape[:-1]
+    flat = q.reshape(-1, q.shape[-1]).clone()
+    n = flat.shape[0]
+    flat_mask = None
+    if mask is not None and mask.dim() > 1:
+        flat_mask = mask.expand(*batch, X.shape[0]).reshape(n, X.shape[0])
+    p_prev = None
+    n_iter = torch.zeros(n, dtype=torch.long, device=q.device)
+    done = torch.zeros(n, dtype=torch.bool, device=q.device)
+    trace_rows = []
+    if trace:
+        trace_rows.append(energy(flat, X, beta, omega, psi, "fy", flat_mask if flat_mask is not None else mask))
+    for _ in range(int(max_iter)):
+        idx = torch.nonzero(~done).flatten()
+        if idx.numel() == 0:
+            break
+        m_a = flat_mask[idx] if flat_mask is not None else mask
+        q_a = flat[idx]
+        q_new, p_new = update(q_a, X, beta, omega, psi, m_a, return_weights=True)
+        if p_prev is None:
+            p_prev = torch.full((n, p_new.shape[-1]), math.nan, dtype=p_new.dtype, device=p_new.device)
+        dq = (q_new - q_a).abs().amax(-1)
+        dp = (p_new - p_prev[idx]).abs().amax(-1)
+        dp = torch.where(torch.isnan(dp), torch.full_like(dp, math.inf), dp)
+        flat[idx] = q_new
+        p_prev[idx] = p_new
+        n_iter[idx] += 1
+        done[idx] = (dq <= tol) | (dp <= tol)
+        if trace:
+            trace_rows.append(energy(flat, X, beta, omega, psi, "fy", flat_mask if flat_mask is not None else mask))
+    _, p_final = update(flat, X, beta, omega, psi, flat_mask if flat_mask is not None else mask, return_weights=True)
+    energies = None
+    if trace:
+        energies = torch.stack(trace_rows).reshape(len(trace_rows), *batch)
+    return Retrieval(flat.reshape(q.shape), p_final.reshape(*batch, p_final.shape[-1]), n_iter.reshape(batch),
+                     done.reshape(batch), energies)
+
+
+class HFY(nn.Module):
+    """A Hopfield-Fenchel-Young associative memory: memories, temperature, Ω and Ψ in one object.
+
+    Its methods call :func:`energy`, :func:`update` and :func:`retrieve` with the
+    stored settings; ``forward(q)`` is one update.  By default there are no
+    projections and no normalisation: it is pure retrieval.
+
+    Parameters
+    ----------
+    X : Tensor, shape (N, D)
+        Memories (stored as a buffer).
+    beta : float
+    omega : Regularizer or str
+    psi : PostTransform or str
+    mask : bool Tensor, shape (N,), optional
+    pretransform : bool
+        Apply ŷ_Ψ to the memories once (for idempotent Ψ this puts them in the
+        image of the map, the hypothesis of exact retrieval).
+    """
+
+    def __init__(self, X: torch.Tensor, beta: float = 1.0, omega="softmax", psi="identity",
+                 mask: Optional[torch.Tensor] = None, pretransform: bool = False):
+        super().__init__()
+        self.omega, self.psi = as_omega(omega), as_psi(psi)
+        _check_beta(beta)
+        self.beta = beta
+        memories = self.psi.predict(X) if pretransform else X
+        self.register_buffer("X", memories)
+        self.register_buffer("mask", mask if mask is not None else None)
+
+    def energy(self, q: torch.Tensor, constant: str = "fy") -> torch.Tensor:
+        return energy(q, self.X, self.beta, self.omega, self.psi, constant, self.mask)
+
+    def update(self, q: torch.Tensor, return_weights: bool = False):
+        return update(q, self.X, self.beta, self.omega, self.psi, self.mask, return_weights)
+
+    def retrieve(self, q: torch.Tensor, max_iter: int = 100, tol: float = 1e-6, trace: bool = False) -> Retrieval:
+        return retrieve(q, self.X, self.beta, self.omega, self.psi, self.mask, max_iter, tol, trace)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return self.update(q)
+
+    def extra_repr(self) -> str:
+        return f"N={self.X.shape[0]}, D={self.X.shape[1]}, beta={self.beta}, omega={self.omega!r}, psi={self.psi!r}"
