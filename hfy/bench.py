@@ -124,6 +124,57 @@ def format_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+def bench_retrieval(n: int = 65536, d: int = 256, batch: int = 512, beta: float = 8.0, noise: float = 0.3,
+                    reps: int = 5, seed: int = 0, dtype: torch.dtype = torch.float32) -> List[Dict]:
+    """Time one HFY update step per map against the two bare matrix products and against SDPA.
+
+    Memories are random unit-norm patterns; queries are stored patterns plus
+    Gaussian noise of relative size ``noise``.  The bare step is ``(Q Xᵀ) X``;
+    the attention baseline is ``torch.nn.functional.scaled_dot_product_attention``
+    with keys = values = X and scale β (the softmax update itself).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=gen, dtype=dtype)
+    X = X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
+    pick = torch.randint(n, (batch,), generator=gen)
+    Q = X[pick] + noise * torch.randn(batch, d, generator=gen, dtype=dtype) / d ** 0.5
+    maps = [("softmax", hfy.Shannon()), ("1.5-entmax", hfy.Tsallis(1.5)), ("sparsemax", hfy.Tsallis(2.0)),
+            ("2-normmax", hfy.NormEntropy(2.0)), ("5-normmax", hfy.NormEntropy(5.0))]
+
+    def timer(fn):
+        def run():
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            return time.perf_counter() - start
+        return run
+
+    bare = timer(lambda: (Q @ X.T) @ X)
+    sdpa = timer(lambda: torch.nn.functional.scaled_dot_product_attention(Q[None], X[None], X[None], scale=beta))
+    rows = []
+    for name, omega in maps:
+        step = timer(lambda: hfy.update(Q, X, beta, omega))
+        t_step, t_bare, t_sdpa = interleaved_medians([step, bare, sdpa], reps)
+        with torch.no_grad():
+            p = omega.predict(beta * (Q @ X.T))
+        support = (p > 0).sum(-1).double() if name != "softmax" else (p > 1e-2).sum(-1).double()
+        rows.append(dict(map=name, n=n, d=d, batch=batch, beta=beta, step_ms=1e3 * t_step, bare_ms=1e3 * t_bare,
+                         sdpa_ms=1e3 * t_sdpa, ratio=t_step / t_bare, support_mean=float(support.mean()),
+                         support_max=int(support.max())))
+    return rows
+
+
+def format_retrieval_table(rows: List[Dict]) -> str:
+    """A markdown table of :func:`bench_retrieval` rows."""
+    lines = ["| map | N × D, queries | β | HFY step (ms) | bare QXᵀ, PX (ms) | SDPA (ms) | step / bare | target | "
+             "support mean (max) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['map']} | {r['n']} × {r['d']}, {r['batch']} | {r['beta']:g} | {r['step_ms']:.1f} | "
+                     f"{r['bare_ms']:.1f} | {r['sdpa_ms']:.1f} | {r['ratio']:.2f} | ≤1.3 | "
+                     f"{r['support_mean']:.1f} ({r['support_max']}) |")
+    return "\n".join(lines)
+
+
 def machine_line() -> str:
     return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{os.cpu_count()} logical cores, {sys.platform}")
@@ -138,6 +189,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="comma-separated BxN shapes, e.g. 1024x1024,64x65536")
     p_maps.add_argument("--no-accuracy", action="store_true", help="skip the float64 reference comparison")
     p_maps.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before timing")
+    p_ret = sub.add_parser("retrieval", help="one HFY update step vs the bare matrix products and SDPA (fp32, CPU)")
+    p_ret.add_argument("--n", type=int, default=65536, help="number of memories N")
+    p_ret.add_argument("--d", type=int, default=256, help="pattern dimension D")
+    p_ret.add_argument("--batch", type=int, default=512, help="number of queries")
+    p_ret.add_argument("--beta", type=float, nargs="+", default=[8.0], help="inverse temperature(s)")
+    p_ret.add_argument("--reps", type=int, default=5)
+    p_ret.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,6 +208,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         print(f"# hfy.bench maps ({machine_line()})\n")
         print(format_table(rows))
+    elif args.suite == "retrieval":
+        rows = []
+        for beta in args.beta:
+            rows += bench_retrieval(args.n, args.d, args.batch, beta, reps=args.reps)
+        print(f"# hfy.bench retrieval ({machine_line()})\n")
+        print(format_retrieval_table(rows))
     return 0
 
 

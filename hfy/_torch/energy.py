@@ -101,6 +101,58 @@ def scores(q: torch.Tensor, X: torch.Tensor, beta, mask: Optional[torch.Tensor] 
     return theta
 
 
+#: Candidate-set size of the sparse update path (see :func:`_sparse_retrieval`).
+TOPK = 64
+
+
+def _is_threshold_map(omega: Regularizer) -> bool:
+    """Maps on the simplex with a finite margin: p_i = 0 below a threshold (entmax α > 1, normmax)."""
+    return omega.simplex and math.isfinite(omega.margin)
+
+
+def _attention(q: torch.Tensor, X: torch.Tensor, beta, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Xᵀ softmax(βXq) without forming the weights: ``scaled_dot_product_attention`` with keys = values = X."""
+    batch = q.shape[:-1]
+    flat = q.reshape(1, -1, q.shape[-1])
+    attn_mask = None
+    if mask is not None:
+        attn_mask = mask.expand(*batch, X.shape[0]).reshape(1, -1, X.shape[0])
+    scale = float(beta) if not isinstance(beta, torch.Tensor) else None
+    if scale is None:  # a tensor β: fold it into the queries
+        flat = (beta * q).reshape(1, -1, q.shape[-1])
+        scale = 1.0
+    out = torch.nn.functional.scaled_dot_product_attention(flat, X.unsqueeze(0), X.unsqueeze(0),
+                                                           attn_mask=attn_mask, scale=scale)
+    out = out.reshape(*batch, X.shape[1])
+    if mask is not None:  # an all-masked query attends to nothing
+        alive = mask.expand(*batch, X.shape[0]).any(-1, keepdim=True)
+        out = torch.where(alive, out, torch.zeros_like(out))
+    return out
+
+
+def _sparse_retrieval(q: torch.Tensor, X: torch.Tensor, beta, omega: Regularizer,
+                      mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Xᵀ ŷ_Ω(βXq) for a threshold map, using only the top ``TOPK`` scores of each query.
+
+    A threshold map gives zero weight to every score at or below its threshold,
+    so if the smallest of the top-k scores gets weight 0, the map restricted to
+    the top k is the map itself and Xᵀp needs k rows of X, not N.  Rows whose
+    support does not fit are recomputed densely.  The result is exact either way.
+    """
+    theta = scores(q, X, beta, mask)
+    n = X.shape[0]
+    flat = theta.reshape(-1, n)
+    vals, idx = flat.topk(TOPK, dim=-1, sorted=False)
+    pv = omega.predict(vals)
+    edge = pv.gather(-1, vals.argmin(-1, keepdim=True)).squeeze(-1)
+    out = torch.einsum("bk,bkd->bd", pv, X[idx])
+    spill = edge != 0
+    if bool(spill.any()):
+        rows = torch.nonzero(spill).flatten()
+        out = out.index_copy(0, rows, omega.predict(flat[rows]) @ X)
+    return out.reshape(*q.shape[:-1], X.shape[1])
+
+
 def energy(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax", psi="identity",
            constant: str = "fy", mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """HFY energy of states ``q`` (eq-energy-fy); differentiable, with ∇E = ∇Ψ(q) − Xᵀŷ_Ω(βXq).
@@ -167,6 +219,11 @@ def update(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax",
     """
     omega, psi = as_omega(omega), as_psi(psi)
     Xu, m = _prepare(q, X, beta, omega, mask)
+    if not return_weights:
+        if isinstance(omega, Shannon) and type(omega) is Shannon:
+            return psi.predict(_attention(q, Xu, beta, m))
+        if _is_threshold_map(omega) and Xu.shape[0] > 4 * TOPK:
+            return psi.predict(_sparse_retrieval(q, Xu, beta, omega, m))
     p = omega.predict(scores(q, Xu, beta, m))
     q_next = psi.predict(p @ Xu)
     if not return_weights:
