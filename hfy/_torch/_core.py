@@ -88,6 +88,10 @@ def _expm1_ratio(a: Scalar, logf: torch.Tensor) -> torch.Tensor:
     return -torch.expm1(-a * logf) / a
 
 
+#: Below this c = α − 1, entmax terms are computed as exp(log1p(c u)/c).
+SMALL_C = 0.125
+
+
 def lift(x: torch.Tensor, c: float) -> torch.Tensor:
     """y = 1 + c x, computed once per solve.
 
@@ -125,6 +129,14 @@ def _terms(x: torch.Tensor, t: torch.Tensor, c: Scalar, r: Scalar, softmax_limit
     if softmax_limit and c == 0:
         p = torch.exp(x - t)
         return p, p
+    if softmax_limit and c < SMALL_C:
+        # α near 1: [1 + c u]^(1/c) = exp(log1p(c u)/c); forming 1 + c u first would
+        # round away c u and with it the scores (the error grows like ulp/c)
+        cu = (x - t).mul_(c)
+        pos = cu > -1.0
+        lp = torch.log1p(torch.where(pos, cu, torch.zeros_like(cu))).div_(c)
+        p = torch.where(pos, torch.exp(lp), torch.zeros_like(cu))
+        return p, p / torch.where(pos, cu.add_(1.0), torch.ones_like(cu))
     if work is None:
         work = (torch.empty_like(x), torch.empty_like(x))
     if lifted is None:
@@ -180,7 +192,8 @@ def solve_power_root(
     t = torch.zeros_like(hi)
     converged = False
     work = (torch.empty_like(x), torch.empty_like(x))
-    lifted = lift(x, c) if not isinstance(c, torch.Tensor) and not (softmax_limit and c == 0) else None
+    plain = isinstance(c, torch.Tensor) or (softmax_limit and c < SMALL_C)
+    lifted = None if plain else lift(x, c)
     for _ in range(max(int(max_iter), 1)):
         p, q = _terms(x, t, c, r, softmax_limit, work, lifted)
         f = p.sum(dim=-1, keepdim=True)

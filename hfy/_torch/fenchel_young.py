@@ -44,6 +44,8 @@ class _Conjugate(torch.autograd.Function):
         with torch.no_grad():
             p = regularizer.predict(theta, dim)
             value = masked_dot(theta, p, dim) - regularizer.omega(p, dim)
+            if regularizer.simplex:  # sup over an empty set: an all-masked row has Ω* = −inf
+                value = value.masked_fill(torch.isneginf(theta.amax(dim)), -math.inf)
         ctx.regularizer, ctx.dim = regularizer, dim
         ctx.save_for_backward(theta, p)
         return value

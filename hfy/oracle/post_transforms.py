@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ..reference import post_transforms as ref
-from ._core import SOLVER, SOLVER_OPTIONS, cvxpy
+from ._core import SOLVER, cvxpy, solve_quietly
 
 
 class PostTransform:
@@ -40,7 +40,7 @@ class PostTransform:
         for k, row in enumerate(flat):
             q = cp.Variable(row.size)
             problem = cp.Problem(cp.Maximize(row @ q + self.objective(q)), self.constraints(q))
-            problem.solve(solver=SOLVER, **SOLVER_OPTIONS)
+            solve_quietly(problem)
             if problem.status not in ("optimal", "optimal_inaccurate") or q.value is None:
                 raise RuntimeError(f"cvxpy/{SOLVER} failed: status {problem.status}")
             out[k] = q.value

@@ -92,10 +92,10 @@ def _entmax15_sort_1d(theta: np.ndarray) -> np.ndarray:
 
 def entmax_t_weights(shifted: np.ndarray, t: float, eps: float) -> np.ndarray:
     """p_i(t) = [1 + ε(θ_i − t)]_+^(1/ε) of (eq-entmax-t), computed in the log domain."""
-    base = 1.0 + eps * (shifted - t)
+    step = eps * (shifted - t)  # log1p keeps log(1 + step) accurate when ε is tiny (α → 1)
     out = np.zeros_like(shifted)
-    pos = base > 0
-    out[pos] = np.exp(np.log(base[pos]) / eps)
+    pos = step > -1.0
+    out[pos] = np.exp(np.log1p(step[pos]) / eps)
     return out
 
 

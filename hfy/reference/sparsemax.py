@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import apply_along, as_scores
+from ._core import apply_along, as_scores, shift_by_max
 
 
 def sparsemax_threshold(theta: np.ndarray) -> float:
@@ -39,7 +39,8 @@ def sparsemax(z, dim: int = -1) -> np.ndarray:
 
 
 def _sparsemax_1d(theta: np.ndarray) -> np.ndarray:
-    if not np.isfinite(theta).any():
+    shifted = shift_by_max(theta)  # the test 1 + k θ_(k) > Σ θ_(j) needs scores of moderate size
+    if shifted is None:
         return np.zeros_like(theta)
-    tau = sparsemax_threshold(theta)
-    return np.maximum(theta - tau, 0.0)
+    tau = sparsemax_threshold(shifted)
+    return np.maximum(shifted - tau, 0.0)
