@@ -29,15 +29,18 @@ from hfy.testing import (
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 
 LAYOUTS = [
-    ((64,), -1, 1.0),
-    ((64,), 0, 10.0),
-    ((5, 64), -1, 0.1),
-    ((5, 64), 0, 3.0),
-    ((5, 64), 1, 100.0),
-    ((3, 4, 17), 0, 1.0),
-    ((3, 4, 17), 1, 10.0),
-    ((3, 4, 17), -1, 0.3),
-    ((2, 3, 4, 5), 2, 1.0),
+    pytest.param(shape, dim, scale, id=f"{shape}-dim{dim}-scale{scale}")
+    for shape, dim, scale in [
+        ((64,), -1, 1.0),
+        ((64,), 0, 10.0),
+        ((5, 64), -1, 0.1),
+        ((5, 64), 0, 3.0),
+        ((5, 64), 1, 100.0),
+        ((3, 4, 17), 0, 1.0),
+        ((3, 4, 17), 1, 10.0),
+        ((3, 4, 17), -1, 0.3),
+        ((2, 3, 4, 5), 2, 1.0),
+    ]
 ]
 
 #: adversarial cases the QP oracle cannot take, and why.

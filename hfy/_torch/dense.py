@@ -44,12 +44,18 @@ class SeparableDAM(Regularizer):
 
 
 class PolynomialDAM(SeparableDAM):
-    """F(t) = t^n/n with n even, or [t]_+^n/n with ``rectified=True`` (Krotov and Hopfield's polynomial memory)."""
+    """F(t) = t^n/n with n even, or [t]_+^n/n with ``rectified=True`` (Krotov and Hopfield's polynomial memory).
 
-    def __init__(self, n: int = 2, rectified: bool = False):
+    ``convex=False`` admits odd n without rectification (F non-convex, outside
+    the HFY guarantees): the "n-Poly DAM" of the paper scripts, whose weights
+    (Xq)^(n−1) are those of ``PolynomialDAM(n, convex=False)``.
+    """
+
+    def __init__(self, n: int = 2, rectified: bool = False, convex: bool = True):
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"`n` must be an int >= 2; got {n!r}")
-        if not rectified and n % 2:
+        self.convex = bool(convex)
+        if convex and not rectified and n % 2:
             raise ValueError(f"`n` must be even for a convex F(t) = t^n/n (got {n}); use rectified=True for odd n")
         self.n, self.rectified = n, bool(rectified)
 
