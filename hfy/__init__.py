@@ -43,7 +43,10 @@ from ._torch.dense import ExponentialDAM, PolynomialDAM, SeparableDAM
 from ._torch.energy import HFY, Retrieval, energy, retrieve, update
 from ._torch.post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
 from ._torch.retrieval import Certificate, certify, separation
+from ._torch.ksubsets import ConstrainedSparsemax, KSubsets, budget_bisect, constrained_sparsemax, ksubsets
+from ._torch.sequential_ksubsets import SequentialKSubsets, budgeted_viterbi, sequential_ksubsets
 from ._torch.softmax import Shannon, softmax
+from ._torch.sparsemap import SparseMAP, sparsemap
 
 __version__ = "0.1.0"
 
@@ -54,11 +57,20 @@ __all__ = [
     "entmax",
     "entmax15",
     "normmax",
+    "ksubsets",
+    "sequential_ksubsets",
+    "constrained_sparsemax",
+    "sparsemap",
+    "budgeted_viterbi",
     # regularisers and losses
     "Regularizer",
     "Shannon",
     "Tsallis",
     "NormEntropy",
+    "KSubsets",
+    "SequentialKSubsets",
+    "ConstrainedSparsemax",
+    "SparseMAP",
     "fenchel_young_loss",
     "FenchelYoungLoss",
     "entmax_loss",
@@ -96,6 +108,7 @@ __all__ = [
     "entmax_bisect",
     "sparsemax_bisect",
     "normmax_bisect",
+    "budget_bisect",
     "sparsemax_loss",
     "entmax15_loss",
     "entmax_bisect_loss",

@@ -226,3 +226,66 @@ def move_to_last(z: torch.Tensor, dim: int) -> torch.Tensor:
 
 def move_back(z: torch.Tensor, dim: int) -> torch.Tensor:
     return z if dim in (-1, z.dim() - 1) else z.movedim(-1, dim)
+
+
+def capped_threshold_sorted(x: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """τ with Σ_i clip(x_i − τ, 0, u_i) = total per row, by sorting the 2N breakpoints (eq-ksubsets-breakpoints).
+
+    ``x`` (..., N) finite, ``u`` (..., N) >= 0, ``total`` (..., 1) with
+    0 < total < Σ u.  g(τ) is piecewise linear and non-increasing; walking the
+    breakpoints {x_i − u_i} (an entry starts to lose mass) and {x_i} (it reaches
+    0) in increasing order, its slope is minus the number of free entries.  We
+    find the segment where g crosses ``total`` and return the exact root of
+    that segment's linear equation.
+    """
+    n = x.shape[-1]
+    points = torch.cat([x - u, x], dim=-1)
+    delta = torch.cat([torch.ones_like(x), -torch.ones_like(x)], dim=-1)  # change in the number of free entries
+    order = torch.argsort(points, dim=-1)
+    pts = torch.gather(points, -1, order)
+    free = torch.cumsum(torch.gather(delta, -1, order), dim=-1)  # free entries just after each point
+    gaps = pts[..., 1:] - pts[..., :-1]
+    drop = torch.cumsum(free[..., :-1] * gaps, dim=-1)
+    g = u.sum(-1, keepdim=True) - torch.cat([torch.zeros_like(drop[..., :1]), drop], dim=-1)  # g at each point
+    j = ((g >= total).sum(-1, keepdim=True) - 1).clamp(0, 2 * n - 2)  # last point with g >= total
+    lo = torch.gather(pts, -1, j)
+    hi = torch.gather(pts, -1, j + 1)
+    mid = 0.5 * (lo + hi)
+    capped = (x - mid) >= u
+    active = ((x - mid) > 0) & ~capped
+    count = active.sum(-1, keepdim=True)
+    s_free = torch.where(active, x, torch.zeros_like(x)).sum(-1, keepdim=True)
+    s_cap = torch.where(capped, u, torch.zeros_like(u)).sum(-1, keepdim=True)
+    tau = (s_free + s_cap - total) / count.clamp_min(1).to(x.dtype)
+    return torch.where(count > 0, tau, lo)
+
+
+#: Candidate-set size for capped-simplex projections (see :func:`capped_threshold`).
+CAPPED_TOPK = 32
+
+
+def capped_threshold(x: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """τ of the capped-simplex projection clip(x − τ, 0, u), Σ = total, per row (last axis).
+
+    Masked entries must carry u_i = 0 (their x_i may be anything finite).  Only
+    the largest scores can be above the threshold, so each row is first solved
+    on its top ``CAPPED_TOPK`` scores; if the smallest of those ends at or below
+    the threshold, every other entry does too and the answer is exact.  Rows
+    where this fails are solved on all N scores.
+    """
+    n = x.shape[-1]
+    k = min(n, max(CAPPED_TOPK, 1))
+    if k < n:
+        vals, idx = torch.topk(x, k, dim=-1, sorted=False)
+        caps = torch.gather(u, -1, idx)
+        tau = capped_threshold_sorted(vals, caps, total)
+        # exact unless an entry outside the top k could be above τ, or the top k cannot carry the total
+        ok = (vals.amin(-1, keepdim=True) <= tau) & (caps.sum(-1, keepdim=True) > total)
+        if bool(ok.all()):
+            return tau
+        redo = torch.nonzero(~ok.flatten()).flatten()
+        flat_tau = tau.reshape(-1, 1).clone()
+        flat_tau[redo] = capped_threshold_sorted(x.reshape(-1, n)[redo], u.reshape(-1, n)[redo],
+                                                 total.expand(*x.shape[:-1], 1).reshape(-1, 1)[redo])
+        return flat_tau.reshape(tau.shape)
+    return capped_threshold_sorted(x, u, total)

@@ -83,12 +83,12 @@ def _prepare(q: torch.Tensor, X: torch.Tensor, beta, omega: Regularizer, mask: O
         raise TypeError(f"`mask` must be a boolean tensor (True = memory in use); got {mask.dtype}")
     if mask.shape[-1] != X.shape[0]:
         raise ValueError(f"`mask` must have shape (..., N) with N = {X.shape[0]}; got {tuple(mask.shape)}")
-    if mask.dim() == 1 or not omega.simplex:
+    if mask.dim() == 1 or not omega.inf_mask:
         if mask.dim() != 1:
-            raise ValueError("a per-query `mask` needs a regulariser on the simplex (masking by -inf)")
+            raise ValueError("a per-query `mask` needs a regulariser that accepts -inf scores as masks")
         if not bool(mask.any()):
             raise ValueError("`mask` leaves no memory")
-        if not omega.simplex:
+        if not omega.inf_mask:
             return X[mask], None
     return X, mask
 
@@ -106,8 +106,8 @@ TOPK = 64
 
 
 def _is_threshold_map(omega: Regularizer) -> bool:
-    """Maps on the simplex with a finite margin: p_i = 0 below a threshold (entmax α > 1, normmax)."""
-    return omega.simplex and math.isfinite(omega.margin)
+    """Maps that give weight 0 to every score below a threshold (entmax α > 1, normmax, k-subsets, ...)."""
+    return bool(omega.threshold) and getattr(omega, "k", 1) < TOPK
 
 
 def _attention(q: torch.Tensor, X: torch.Tensor, beta, mask: Optional[torch.Tensor]) -> torch.Tensor:

@@ -80,8 +80,18 @@ class Regularizer:
         """H(u), the entropy of the uniform distribution over ``n`` items."""
         raise NotImplementedError
 
-    #: True when dom Ω lies in the simplex: −inf scores then mean "masked".
+    #: True when dom Ω lies in the simplex and Ω is a generalised negentropy (H(u) exists).
     simplex: bool = True
+
+    #: True when a −inf score means "masked" for the prediction map (else masks select memories).
+    @property
+    def inf_mask(self) -> bool:
+        return self.simplex
+
+    #: True for threshold maps: zero weight on every score below a threshold (finite margin).
+    @property
+    def threshold(self) -> bool:
+        return self.simplex and math.isfinite(self.margin)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         """ȳ of the HFY energy constant: the barycentre of dom Ω (u = 1/n on the simplex)."""

@@ -7,7 +7,10 @@ lazily, so ``import hfy`` never needs it.
 
 from ._core import SOLVER, SOLVER_OPTIONS
 from .entmax import Tsallis, entmax
+from .constrained_sparsemax import constrained_sparsemax
 from .energy import energy, update
+from .ksubsets import ksubsets
+from .sequential_ksubsets import sequential_ksubsets
 from .fenchel_young import Regularizer
 from .post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
 from .normmax import NormEntropy, normmax
@@ -23,6 +26,9 @@ __all__ = [
     "Shannon",
     "Tsallis",
     "NormEntropy",
+    "ksubsets",
+    "sequential_ksubsets",
+    "constrained_sparsemax",
     "energy",
     "update",
     "PostTransform",

@@ -9,6 +9,10 @@ from .dense import ExponentialDAM, PolynomialDAM, SeparableDAM, dam_energy
 from .energy import Retrieval, energy, lse_energy, retrieve, update
 from .post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
 from .retrieval import Certificate, certify, score_gap, separation
+from .constrained_sparsemax import ConstrainedSparsemax, constrained_sparsemax
+from .ksubsets import KSubsets, ksubsets, ksubsets_jacobian
+from .sequential_ksubsets import SequentialKSubsets, budgeted_viterbi, sequential_ksubsets
+from .sparsemap import SparseMAP, sparsemap_active_set, sparsemap_jacobian
 from .entmax import Tsallis, entmax, entmax15, entmax_alpha_derivative
 from .fenchel_young import Regularizer, fenchel_young_loss
 from .normmax import NormEntropy, normmax
@@ -51,4 +55,15 @@ __all__ = [
     "PolynomialDAM",
     "ExponentialDAM",
     "dam_energy",
+    "ksubsets",
+    "ksubsets_jacobian",
+    "KSubsets",
+    "sequential_ksubsets",
+    "budgeted_viterbi",
+    "SequentialKSubsets",
+    "constrained_sparsemax",
+    "ConstrainedSparsemax",
+    "SparseMAP",
+    "sparsemap_active_set",
+    "sparsemap_jacobian",
 ]

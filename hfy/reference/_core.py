@@ -60,3 +60,27 @@ def bisect_decreasing(f: Callable[[float], float], lo: float, hi: float) -> floa
             lo = mid
         else:
             hi = mid
+
+
+def capped_threshold(theta: np.ndarray, upper: np.ndarray, total: float) -> float:
+    """τ with Σ_i clip(θ_i − τ, 0, u_i) = total, by sorting the breakpoints (eq-ksubsets-breakpoints).
+
+    ``theta`` and ``upper`` are 1-D and finite, ``0 < total <= Σ u``.
+    g(τ) = Σ clip(θ_i − τ, 0, u_i) is continuous, piecewise linear and
+    non-increasing, with breakpoints {θ_i − u_i} ∪ {θ_i}.  We locate the segment
+    on which g crosses ``total`` and solve the linear equation on it exactly:
+    with U = {θ_i − τ >= u_i} (capped) and A = {0 < θ_i − τ < u_i} (free),
+    τ = (Σ_A θ_i + Σ_U u_i − total) / |A|.
+    """
+    if total >= upper.sum():
+        return -np.inf  # every entry at its cap (k = N for k-subsets)
+    points = np.unique(np.concatenate([theta - upper, theta]))
+    g = np.clip(theta[None, :] - points[:, None], 0.0, upper[None, :]).sum(axis=1)
+    above = np.flatnonzero(g >= total)
+    j = above[-1]  # g(points[0]) = Σu >= total, so j exists
+    if g[j] == total or j == points.size - 1:
+        return float(points[j])
+    mid = 0.5 * (points[j] + points[j + 1])
+    capped = theta - mid >= upper
+    free = (theta - mid > 0) & ~capped
+    return float((theta[free].sum() + upper[capped].sum() - total) / free.sum())

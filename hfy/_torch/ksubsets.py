@@ -1,0 +1,239 @@
+"""SparseMAP over k-subsets and constrained sparsemax: projections onto capped simplices (torch fast path).
+
+Both maps are μ = clip(θ − τ, 0, u) with Σ μ = total:
+
+* k-subsets (eq-ksubsets-map): u = 1, total = k (``exactly_k``) — or Σ μ <= k;
+* constrained sparsemax (eq-constrained_sparsemax-map): per-entry caps u, total = 1.
+
+The threshold is exact (sorted breakpoints on a top-k candidate set, see
+:func:`hfy._torch._core.capped_threshold`).  The backward pass is the
+closed-form product with the Jacobian: with F = {0 < μ_i < u_i} (free) and
+C = {μ_i = u_i > 0} (capped), ∂L/∂θ = 1_F ⊙ (g − ḡ_F) and ∂L/∂u = 1_C ⊙ (g − ḡ_F)
+when the budget is active; with an inactive "at most k" budget, ∂L/∂θ = 1_F ⊙ g.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+
+from ._core import capped_threshold, check_scores, compute_dtype, move_back, move_to_last
+from .fenchel_young import Regularizer
+
+IntLike = Union[int, torch.Tensor]
+
+
+class _CappedProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, upper, total, exactly, want_upper_grad):
+        dtype = compute_dtype(z.dtype)
+        x = z.to(dtype)
+        u = upper.to(dtype).expand_as(x)
+        finite = torch.isfinite(x)
+        low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)
+        low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+        xs = torch.where(finite, x, low - 1.0)
+        us = torch.where(finite, u, torch.zeros_like(u))
+        tot = total.to(dtype)
+        cap_sum = us.sum(-1, keepdim=True)
+        full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
+        tau = capped_threshold(xs, us, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
+        tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
+        active = torch.ones_like(tau, dtype=torch.bool)
+        if not exactly:
+            inside = torch.minimum(xs.clamp_min(0.0), us).sum(-1, keepdim=True) <= tot
+            tau = torch.where(inside, torch.zeros_like(tau), tau)
+            active = ~inside
+        mu = torch.minimum((xs - tau).clamp_min(0.0), us)
+        mu = torch.where(finite, mu, torch.zeros_like(mu))
+        ctx.save_for_backward(mu, us, active)
+        ctx.want_upper_grad = want_upper_grad
+        return mu.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mu, u, active = ctx.saved_tensors
+        g = grad.to(mu.dtype)
+        free = (mu > 0) & (mu < u)
+        capped = (mu >= u) & (u > 0)
+        fz = free.to(g.dtype)
+        count = fz.sum(-1, keepdim=True)
+        gbar = (fz * g).sum(-1, keepdim=True) / count.clamp_min(1.0)
+        gbar = torch.where(active, gbar, torch.zeros_like(gbar))
+        gz = fz * (g - gbar)
+        gu = None
+        if ctx.want_upper_grad:
+            cz = capped.to(g.dtype)
+            gu = torch.where(count > 0, cz * (g - gbar), torch.zeros_like(g)) if bool(active.all()) \
+                else torch.where(active & (count > 0), cz * (g - gbar), cz * g)
+            gu = gu.to(grad.dtype)
+        return gz.to(grad.dtype), gu, None, None, None
+
+
+def _row_param(value, z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
+    """A scalar or per-row tensor argument as a (..., 1) tensor aligned with ``z`` moved to the last axis."""
+    if isinstance(value, torch.Tensor):
+        t = value.to(dtype=compute_dtype(z.dtype), device=z.device)
+        if t.dim() > z.dim():
+            raise ValueError(f"`{name}` has more dimensions than the scores")
+        t = t.reshape((1,) * (z.dim() - t.dim()) + tuple(t.shape))
+        if t.shape[dim] != 1:
+            raise ValueError(f"`{name}` must have size 1 along dim {dim} (one value per row); got {tuple(value.shape)}")
+        shape = list(z.shape)
+        shape[dim] = 1
+        return move_to_last(t.expand(shape), dim)
+    return torch.full((*move_to_last(z, dim).shape[:-1], 1), float(value), dtype=compute_dtype(z.dtype),
+                      device=z.device)
+
+
+def ksubsets(z: torch.Tensor, k: IntLike, dim: int = -1, exactly_k: bool = True) -> torch.Tensor:
+    """SparseMAP over k-subsets along ``dim``: the projection onto {0 <= μ <= 1, Σ μ = k} (eq-ksubsets-map).
+
+    Parameters
+    ----------
+    z : Tensor, shape (..., N, ...)
+        Scores; ``-inf`` masks an entry (output exactly 0).
+    k : int or Tensor
+        Subset size, a positive int or an integer tensor with size 1 along ``dim`` (one k per row).
+        Rows with fewer than k unmasked scores raise ``ValueError``.
+    dim : int
+    exactly_k : bool
+        True: Σ μ = k (the HFY experiments).  False: Σ μ <= k (LP-SparseMAP's budget).
+
+    Returns
+    -------
+    Tensor
+        Marginals in [0, 1]; the indicator of the top k exactly when the k-th and (k+1)-th scores
+        differ by at least 1 (the structured margin).  ``hfy.ksubsets(z, 1)`` is sparsemax.
+
+    See Also
+    --------
+    hfy.reference.ksubsets, hfy.oracle.ksubsets, budget_bisect
+    """
+    z = check_scores(z, "z", dim)
+    if isinstance(k, torch.Tensor):
+        if k.is_floating_point() and not bool((k == k.round()).all()):
+            raise ValueError("`k` must hold integers")
+        if bool((k < 1).any()):
+            raise ValueError("`k` must be >= 1")
+    elif isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` must be a positive int or an integer tensor; got {k!r}")
+    zl = move_to_last(z, dim)
+    kk = _row_param(k, z, dim, "k")
+    n_finite = torch.isfinite(zl).sum(-1, keepdim=True)
+    if bool(torch.isnan(zl).any()) or bool(torch.isposinf(zl).any()):
+        raise ValueError("`z` contains NaN or +inf; use -inf to mask an entry")
+    if bool((n_finite < kk).any()):
+        raise ValueError("`k` exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
+    out = _CappedProjection.apply(zl, torch.ones_like(zl[..., :1]), kk, bool(exactly_k), False)
+    return move_back(out, dim)
+
+
+def budget_bisect(X: torch.Tensor, budget: IntLike = 2, dim: int = -1, n_iter: Optional[int] = None) -> torch.Tensor:
+    """``entmax.budget_bisect`` drop-in: exactly-``budget`` k-subsets, but exact and safe with ``-inf`` masks.
+
+    The projection is computed exactly, so ``n_iter`` (kept for compatibility) must be ``None`` or a
+    positive int and does not change the result.
+    """
+    if n_iter is not None and (isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1):
+        raise ValueError(f"`n_iter` must be None or a positive int; got {n_iter!r}")
+    return ksubsets(X, budget, dim, exactly_k=True)
+
+
+def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Projection onto {p in the simplex, p <= upper} along ``dim`` (eq-constrained_sparsemax-map).
+
+    Differentiable with respect to ``z`` and ``upper``.
+
+    Parameters
+    ----------
+    z : Tensor, shape (..., N, ...)
+        Scores; ``-inf`` masks an entry (output 0, like an upper bound of 0).
+    upper : Tensor, broadcastable to ``z``
+        Caps u >= 0; the unmasked caps of every row must sum to at least 1 (else ``ValueError``).
+
+    See Also
+    --------
+    hfy.reference.constrained_sparsemax, hfy.oracle.constrained_sparsemax
+    """
+    z = check_scores(z, "z", dim)
+    if not isinstance(upper, torch.Tensor):
+        upper = torch.as_tensor(upper, dtype=z.dtype, device=z.device)
+    if not upper.is_floating_point():
+        raise TypeError("`upper` must be a floating-point tensor")
+    upper = upper.expand_as(z) if upper.shape != z.shape else upper
+    if bool((upper < 0).any()) or not bool(torch.isfinite(upper).all()):
+        raise ValueError("`upper` must be finite and >= 0")
+    zl, ul = move_to_last(z, dim), move_to_last(upper, dim)
+    if bool(torch.isnan(zl).any()) or bool(torch.isposinf(zl).any()):
+        raise ValueError("`z` contains NaN or +inf; use -inf to mask an entry")
+    room = torch.where(torch.isfinite(zl), ul, torch.zeros_like(ul)).sum(-1)
+    if bool((room < 1 - 8 * torch.finfo(room.dtype).eps).any()):
+        raise ValueError("infeasible: in some row the unmasked entries of `upper` sum to less than 1")
+    total = torch.ones_like(zl[..., :1], dtype=compute_dtype(z.dtype))
+    out = _CappedProjection.apply(zl, ul, total, True, upper.requires_grad)
+    return move_back(out, dim)
+
+
+class KSubsets(Regularizer):
+    """SparseMAP over k-subsets as a regulariser: Ω(μ) = ½‖μ‖² on {0 <= μ <= 1, Σ μ = k}.
+
+    Its prediction map is :func:`ksubsets`; the HFY update q ← Xᵀμ then returns the *sum*
+    of the retrieved patterns when μ is integral.  The structured margin is 1: the output is
+    the indicator of the top k iff the k-th and (k+1)-th scores differ by at least 1.
+    The energy's reference point is (k/N)·1.
+    """
+
+    margin = 1.0
+    simplex = False
+    inf_mask = True
+    threshold = True
+
+    def __init__(self, k: int, exactly_k: bool = True):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`k` must be a positive int; got {k!r}")
+        self.k, self.exactly_k = k, bool(exactly_k)
+
+    def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        return ksubsets(theta, self.k, dim, self.exactly_k)
+
+    def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        return 0.5 * (mu * mu).sum(dim)
+
+    def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)
+
+    def max_entropy(self, n: int) -> float:
+        raise ValueError("KSubsets has no entropy on the simplex")
+
+
+class ConstrainedSparsemax(Regularizer):
+    """Ω(p) = ½‖p‖² on {p in the simplex, p <= upper}: the regulariser of :func:`constrained_sparsemax`.
+
+    ``upper`` (shape (N,) or broadcastable to the scores) is fixed for the lifetime of the object;
+    within a recall episode this makes the HFY dynamics a descent method for this Ω.
+    """
+
+    margin = 1.0
+    simplex = False
+    inf_mask = True
+    threshold = True
+
+    def __init__(self, upper: torch.Tensor):
+        self.upper = upper
+
+    def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        return constrained_sparsemax(theta, self.upper.to(theta.dtype), dim)
+
+    def omega(self, p: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        return 0.5 * (p * p).sum(dim)
+
+    def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """The point of the domain closest to uniform: constrained sparsemax of zero scores."""
+        return constrained_sparsemax(torch.zeros(n, dtype=like.dtype, device=like.device),
+                                     self.upper.to(dtype=like.dtype, device=like.device).expand(n))
+
+    def max_entropy(self, n: int) -> float:
+        raise ValueError("ConstrainedSparsemax has no entropy on the full simplex")

@@ -1,0 +1,142 @@
+"""SparseMAP over sequential k-subsets (numpy reference).
+
+The structures are k-hot vectors y scored θᵀy + w·b(y), where
+b(y) = Σ_i y_i y_{i+1} counts adjacent selected positions, so w > 0 rewards
+contiguity.  MAP is a budgeted Viterbi recursion over (position, count, last
+state) (eq-sequential_ksubsets-viterbi); w = inf restricts the structures to
+the N − k + 1 contiguous windows (a hard constraint, never a huge number).
+SparseMAP itself is the active-set method of :mod:`hfy.reference.sparsemap`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._core import apply_along, as_scores
+from .ksubsets import _check_k
+from .sparsemap import ActiveSet, sparsemap_active_set
+
+
+def budgeted_viterbi(theta: np.ndarray, k: int, w: float, exactly_k: bool = True):
+    """argmax_y θᵀy + w b(y) over y ∈ {0,1}^N with Σy = k (or <= k); returns (y, b(y)).
+
+    V[c, s] is the best score of the prefix with c selections ending in state s;
+    selecting position i from state s adds θ_i (+ w if s = 1).
+    """
+    n = theta.size
+    if math.isinf(w):
+        return best_window(theta, k)
+    neg = -np.inf
+    V = np.full((k + 1, 2), neg)
+    V[0, 0] = 0.0
+    back = np.zeros((n, k + 1, 2), dtype=np.int8)  # previous state
+    for i in range(n):
+        new = np.full((k + 1, 2), neg)
+        # y_i = 0: from either state, same count
+        take0 = V[:, 1] > V[:, 0]
+        new[:, 0] = np.where(take0, V[:, 1], V[:, 0])
+        back[i, :, 0] = take0
+        # y_i = 1: count goes up by one
+        from0 = V[:-1, 0] + theta[i]
+        from1 = V[:-1, 1] + theta[i] + w
+        take1 = from1 > from0
+        new[1:, 1] = np.where(take1, from1, from0)
+        back[i, 1:, 1] = take1
+        V = new
+    if exactly_k:
+        c = k
+    else:
+        c = int(np.argmax(V.max(axis=1)))
+    s = int(np.argmax(V[c]))
+    y = np.zeros(n)
+    for i in range(n - 1, -1, -1):
+        prev = int(back[i, c, s])
+        if s == 1:
+            y[i] = 1.0
+            c -= 1
+        s = prev
+    return y, float(np.sum(y[:-1] * y[1:]))
+
+
+def best_window(theta: np.ndarray, k: int):
+    """The contiguous window of k positions with the largest score sum (the w = inf structures)."""
+    sums = np.convolve(theta, np.ones(k), mode="valid")
+    start = int(np.argmax(sums))
+    y = np.zeros(theta.size)
+    y[start:start + k] = 1.0
+    return y, float(k - 1)
+
+
+def sequential_ksubsets_solve(theta: np.ndarray, k: int, transition: float = 0.0,
+                              exactly_k: bool = True) -> ActiveSet:
+    """Active-set SparseMAP over sequential k-subsets for one finite score vector."""
+    k = _check_k(k, theta.size)
+    w = float(transition)
+    oracle = lambda v: budgeted_viterbi(v, k, w, exactly_k)  # noqa: E731
+    # with w = inf every window carries the same bonus, which cannot change μ: drop it
+    return sparsemap_active_set(theta, oracle, 0.0 if math.isinf(w) else w)
+
+
+def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exactly_k: bool = True) -> np.ndarray:
+    """SparseMAP marginals over sequential k-subsets along ``dim`` (eq-sequential_ksubsets-map).
+
+    Parameters
+    ----------
+    z : array_like, shape (..., N, ...)
+        Unary scores (finite).
+    k : int
+        Number of selected positions.
+    transition : float
+        Bonus w per pair of adjacent selected positions; ``float('inf')``
+        restricts to contiguous windows.
+    exactly_k : bool
+        Σ μ = k (True) or Σ μ <= k (False).
+
+    See Also
+    --------
+    hfy.sequential_ksubsets, hfy.oracle.sequential_ksubsets
+    """
+    z = as_scores(z)
+    if not np.all(np.isfinite(z)):
+        raise ValueError("`z` must be finite for sequential_ksubsets (masking breaks the chain)")
+    return apply_along(lambda row: sequential_ksubsets_solve(row, k, transition, exactly_k).mu, z, dim)
+
+
+class SequentialKSubsets:
+    """SparseMAP over sequential k-subsets as a regulariser (reference point (k/N)·1).
+
+    Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖², computed from the active set.
+    """
+
+    margin = float("inf")
+    simplex = False
+
+    def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
+        self.k, self.transition, self.exactly_k = int(k), float(transition), bool(exactly_k)
+
+    def solve(self, theta) -> ActiveSet:
+        return sequential_ksubsets_solve(np.asarray(theta, dtype=np.float64), self.k, self.transition, self.exactly_k)
+
+    def predict(self, theta, dim: int = -1) -> np.ndarray:
+        return sequential_ksubsets(theta, self.k, self.transition, dim, self.exactly_k)
+
+    def omega(self, mu, dim: int = -1) -> np.ndarray:
+        mu = np.asarray(mu, dtype=np.float64)
+        return 0.5 * np.sum(mu * mu, axis=dim)
+
+    def conjugate(self, theta, dim: int = -1) -> np.ndarray:
+        theta = np.moveaxis(as_scores(theta, "theta"), dim, -1)
+        w = 0.0 if math.isinf(self.transition) else self.transition
+        out = []
+        for row in theta.reshape(-1, theta.shape[-1]):
+            act = self.solve(row)
+            out.append(float(act.weights @ (act.structures @ row + w * act.features) - 0.5 * act.mu @ act.mu))
+        return np.array(out).reshape(theta.shape[:-1])
+
+    def reference_point(self, n: int) -> np.ndarray:
+        return np.full(n, self.k / n)
+
+    def __repr__(self) -> str:
+        return f"SequentialKSubsets(k={self.k}, transition={self.transition}, exactly_k={self.exactly_k})"
