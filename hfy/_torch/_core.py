@@ -209,8 +209,11 @@ def solve_power_root(
         else:
             step = f * (a * ratio) / (c * s).clamp_min(tiny)
         t_new = t + step
-        outside = ~((t_new >= lo) & (t_new <= hi))
-        t_new = torch.where(outside, 0.5 * (lo + hi), t_new)
+        # a step must land in (lo, hi] (or not move at all): landing back on lo, a point
+        # already evaluated, can make Newton cycle when φ is not convex (α > 2); the root
+        # can be hi itself (tied scores put it exactly on the initial bound)
+        inside = ((t_new > lo) & (t_new <= hi)) | (t_new == t)
+        t_new = torch.where(inside, t_new, 0.5 * (lo + hi))
         moved = (t_new - t).abs()
         t = t_new
         if not bool((moved > 4 * ulp * (1.0 + t.abs())).any()):

@@ -29,12 +29,69 @@ MAX_ITER = 100
 AlphaLike = Union[float, torch.Tensor]
 
 
+def anchored_entmax(shifted: torch.Tensor, eps, t: torch.Tensor) -> torch.Tensor:
+    """α-entmax for α > 2, re-solved relative to the smallest support entry (eq-entmax-anchored).
+
+    With r = 1/ε < 1, an entry at the edge of the support has p_s = b_s^r for a base
+    b_s = 1 + ε(x_s − t) that may lie far below the rounding of 1 + ε(x − t) (α = 100:
+    p_s = 0.007 needs b_s ≈ 1e-212).  Bases written as b_s + ε(x_i − x_s) stay
+    accurate, and p_s = u solves u + Σ_{i≠s} (u^ε + ε(x_i − x_s))^r = 1 on [0, 1].
+    Candidates come from the threshold ``t`` widened by rounding; the support is
+    the longest prefix (in decreasing score) whose last entry can carry mass.
+    Works on the last axis; ``eps`` is a float or a (..., 1) tensor (> 1).
+    """
+    ulp = torch.finfo(shifted.dtype).eps
+    e = eps if isinstance(eps, torch.Tensor) else torch.full_like(t, eps)
+    r = 1.0 / e
+    base = 1.0 + e * (shifted - t)
+    band = 1e3 * ulp * (1.0 + e * t.abs())
+    cand = base > -band
+    k = int(cand.sum(-1).max())
+    masked = torch.where(cand, shifted, torch.full_like(shifted, -math.inf))
+    vals, idx = torch.topk(masked, k, dim=-1, sorted=True)
+    vals, e, r = vals.double(), e.double(), r.double()  # a small (rows × k) problem: solve it in float64
+    valid = torch.isfinite(vals)
+    gaps = (vals.unsqueeze(-1) - vals.unsqueeze(-2)) * e.unsqueeze(-1)  # [i, j] = ε(x_i − x_j)
+    before = torch.ones(k, k, dtype=torch.bool, device=vals.device).triu(1)  # i < j
+    pair_ok = before & valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    powered = torch.where(pair_ok, gaps.clamp_min(0.0), torch.zeros_like(gaps)) ** r.unsqueeze(-1)
+    load = torch.where(pair_ok, powered, torch.zeros_like(powered)).sum(-2)  # Σ_{i<j} (ε(x_i − x_j))^r
+    s = (((load <= 1.0) & valid).sum(-1, keepdim=True) - 1).clamp_min(0)  # the prefix property: last valid j
+    xs = torch.gather(vals, -1, s)
+    pos = torch.arange(k, device=vals.device)
+    head = pos < s
+    g = torch.where(head, e * (vals - xs), torch.zeros_like(vals))
+    lo, hi = torch.zeros_like(xs), torch.ones_like(xs)
+    for _ in range(64):  # h(u) is increasing in u
+        u = 0.5 * (lo + hi)
+        terms = torch.where(head, (u ** e + g) ** r, torch.zeros_like(g))
+        tied = head & (g == 0)  # entries tied with s carry mass u each: sum them apart from 1 − Σ
+        h = (torch.where(tied, torch.zeros_like(terms), terms).sum(-1, keepdim=True) - 1.0) \
+            + (u + torch.where(tied, terms, torch.zeros_like(terms)).sum(-1, keepdim=True))
+        lo, hi = torch.where(h < 0, u, lo), torch.where(h < 0, hi, u)
+    u = lo  # the largest point known to leave slack: exactly 0 when the last entry carries no mass
+    top = torch.where(head, (u ** e + g) ** r, torch.where(pos == s, u.expand_as(g), torch.zeros_like(g)))
+    out = torch.zeros_like(shifted).scatter(-1, idx, top.to(shifted.dtype))
+    return out / out.sum(-1, keepdim=True)
+
+
 def _entmax_forward(z: torch.Tensor, eps, max_iter: int, ensure_sum_one: bool) -> torch.Tensor:
     """Entmax along the last axis in the compute dtype; ``eps`` = α − 1 (float or (..., 1) tensor)."""
     x = z.to(compute_dtype(z.dtype))
     shifted, _, dead = shift_rows(x)
     r = (1.0 / eps) if not isinstance(eps, torch.Tensor) else 0.0
-    _, p, _, converged = solve_power_root(shifted, eps, r, softmax_limit=True, max_iter=max_iter)
+    t, p, _, converged = solve_power_root(shifted, eps, r, softmax_limit=True, max_iter=max_iter)
+    big = (eps > 1.0) if not isinstance(eps, torch.Tensor) else bool((eps > 1.0).any())
+    if big and converged:
+        safe = shifted if dead is None else shifted.masked_fill(dead, 0.0)
+        e_safe = eps if not isinstance(eps, torch.Tensor) else torch.where(eps > 1.0, eps, torch.full_like(eps, 2.0))
+        polished = anchored_entmax(safe, e_safe, t)
+        if isinstance(eps, torch.Tensor):
+            polished = torch.where(eps > 1.0, polished, p / p.sum(-1, keepdim=True))
+        p = polished
+        if dead is not None:
+            p = p.masked_fill(dead, 0.0)
+        return p.to(z.dtype)
     if converged and not isinstance(eps, torch.Tensor) and eps == 1.0:
         # sparsemax: with the support S known, τ = (Σ_S x − 1)/|S| in closed form
         # (eq-sparsemax-threshold); this is as accurate as sorting and needs no renormalisation.

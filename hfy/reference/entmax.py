@@ -105,8 +105,50 @@ def _entmax_bisect_1d(theta: np.ndarray, alpha: float) -> np.ndarray:
     n = int(np.isfinite(theta).sum())
     hi = -np.expm1(-eps * np.log(n)) / eps
     t = bisect_decreasing(lambda t: entmax_t_weights(shifted, t, eps).sum() - 1.0, 0.0, hi)
+    if eps > 1.0:
+        return anchored_entmax(shifted, eps, t)
     p = entmax_t_weights(shifted, t, eps)
     return p / p.sum()
+
+
+def anchored_entmax(shifted: np.ndarray, eps: float, t: float) -> np.ndarray:
+    """α-entmax for α > 2, anchored at the smallest support entry (eq-entmax-anchored).
+
+    For α > 2 the exponent r = 1/ε is below 1, so an entry at the edge of the
+    support has p_s = b_s^r with a base b_s = 1 + ε(x_s − t) that can be far below
+    the rounding error of 1 + ε(x − t) (at α = 100, p_s = 0.007 needs b_s ≈ 1e-212).
+    Writing every base relative to the smallest support entry s,
+    b_i = b_s + ε(x_i − x_s), keeps them accurate, and p_s = u solves the increasing
+    equation u + Σ_{i≠s} (u^ε + ε(x_i − x_s))^r = 1 on [0, 1].  The support is
+    the longest prefix (in decreasing x) whose smallest entry can carry
+    non-negative mass; candidates come from the threshold ``t``, widened by
+    the rounding of the bases.
+    """
+    r = 1.0 / eps
+    base = 1.0 + eps * (shifted - t)
+    band = 1e3 * np.finfo(np.float64).eps * (1.0 + eps * abs(t))
+    cand = np.flatnonzero(base > -band)
+    cand = cand[np.argsort(-shifted[cand], kind="stable")]
+    xs = shifted[cand]
+    # the support ends at the last j whose entry can be the smallest: Σ_{i<j} (ε(x_i − x_j))^r <= 1
+    s = 0
+    for j in range(1, xs.size):
+        if np.sum((eps * (xs[:j] - xs[j])) ** r) <= 1.0:
+            s = j
+        else:
+            break
+    gaps = eps * (xs[:s] - xs[s])
+    tied = gaps == 0  # entries tied with s carry mass u each: sum them apart, or 1 + tiny rounds to 1
+
+    def slack(u):
+        terms = (u**eps + gaps) ** r
+        return (1.0 - terms[~tied].sum()) - (u + terms[tied].sum())
+
+    u = bisect_decreasing(slack, 0.0, 1.0)
+    out = np.zeros_like(shifted)
+    out[cand[:s]] = (u**eps + gaps) ** r
+    out[cand[s]] = u
+    return out / out.sum()
 
 
 class Tsallis(Regularizer):
@@ -164,7 +206,7 @@ def _phi2(x: np.ndarray) -> np.ndarray:
     """(exp(x) − 1 − x) / x², accurate near x = 0 (a four-term series below 1e-3)."""
     x = np.asarray(x, dtype=np.float64)
     small = np.abs(x) < 1e-3
-    xs = np.where(small, x, 1.0)
+    xs = np.where(small, 1.0, x)
     direct = (np.expm1(xs) - xs) / xs**2
     series = 0.5 + x / 6.0 + x**2 / 24.0 + x**3 / 120.0
     return np.where(small, series, direct)
