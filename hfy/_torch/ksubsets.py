@@ -27,49 +27,56 @@ IntLike = Union[int, torch.Tensor]
 
 class _CappedProjection(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, upper, total, exactly, want_upper_grad):
+    def forward(ctx, z, upper, total, exactly, want_upper_grad, masked):
         dtype = compute_dtype(z.dtype)
         x = z.to(dtype)
-        u = upper.to(dtype).expand_as(x)
-        finite = torch.isfinite(x)
-        low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)
-        low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
-        xs = torch.where(finite, x, low - 1.0)
-        us = torch.where(finite, u, torch.zeros_like(u))
+        unit = upper is None  # k-subsets: every cap is 1
+        u = torch.ones_like(x[..., :1]).expand_as(x) if unit else upper.to(dtype).expand_as(x)
+        if masked:  # masked entries: cap 0 and a finite placeholder score
+            finite = torch.isfinite(x)
+            low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)
+            low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+            x = torch.where(finite, x, low - 1.0)
+            u = torch.where(finite, u, torch.zeros_like(u))
+            unit = False
         tot = total.to(dtype)
-        cap_sum = us.sum(-1, keepdim=True)
+        cap_sum = u.sum(-1, keepdim=True) if not unit else torch.full_like(tot, x.shape[-1])
         full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
-        tau = capped_threshold(xs, us, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
+        tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
         tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
-        active = torch.ones_like(tau, dtype=torch.bool)
+        active = None
         if not exactly:
-            inside = torch.minimum(xs.clamp_min(0.0), us).sum(-1, keepdim=True) <= tot
+            inside = (x.clamp(0.0, 1.0) if unit else torch.minimum(x.clamp_min(0.0), u)).sum(-1, keepdim=True) <= tot
             tau = torch.where(inside, torch.zeros_like(tau), tau)
             active = ~inside
-        mu = torch.minimum((xs - tau).clamp_min(0.0), us)
-        mu = torch.where(finite, mu, torch.zeros_like(mu))
-        ctx.save_for_backward(mu, us, active)
+        mu = (x - tau).clamp_(min=0.0)
+        mu = mu.clamp_(max=1.0) if unit else torch.minimum(mu, u)
+        if masked:
+            mu = torch.where(finite, mu, torch.zeros_like(mu))
+        ctx.unit = unit
         ctx.want_upper_grad = want_upper_grad
+        ctx.save_for_backward(mu, None if unit else u, active)
         return mu.to(z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         mu, u, active = ctx.saved_tensors
         g = grad.to(mu.dtype)
-        free = (mu > 0) & (mu < u)
-        capped = (mu >= u) & (u > 0)
-        fz = free.to(g.dtype)
+        if ctx.unit:  # free entries 0 < μ < 1, without boolean tensors: ceil(μ) − floor(μ)
+            fz = torch.ceil(mu).sub_(torch.floor(mu))
+        else:
+            fz = ((mu > 0) & (mu < u)).to(g.dtype)
         count = fz.sum(-1, keepdim=True)
         gbar = (fz * g).sum(-1, keepdim=True) / count.clamp_min(1.0)
-        gbar = torch.where(active, gbar, torch.zeros_like(gbar))
-        gz = fz * (g - gbar)
+        if active is not None:  # an inactive "at most k" budget does not couple the entries
+            gbar = torch.where(active, gbar, torch.zeros_like(gbar))
+        gz = g.sub(gbar).mul_(fz)
         gu = None
         if ctx.want_upper_grad:
-            cz = capped.to(g.dtype)
-            gu = torch.where(count > 0, cz * (g - gbar), torch.zeros_like(g)) if bool(active.all()) \
-                else torch.where(active & (count > 0), cz * (g - gbar), cz * g)
+            cz = ((mu >= u) & (u > 0)).to(g.dtype)
+            gu = torch.where(count > 0, cz * (g - gbar), torch.zeros_like(g))
             gu = gu.to(grad.dtype)
-        return gz.to(grad.dtype), gu, None, None, None
+        return gz.to(grad.dtype), gu, None, None, None, None
 
 
 def _row_param(value, z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
@@ -122,12 +129,14 @@ def ksubsets(z: torch.Tensor, k: IntLike, dim: int = -1, exactly_k: bool = True)
         raise ValueError(f"`k` must be a positive int or an integer tensor; got {k!r}")
     zl = move_to_last(z, dim)
     kk = _row_param(k, z, dim, "k")
-    n_finite = torch.isfinite(zl).sum(-1, keepdim=True)
-    if bool(torch.isnan(zl).any()) or bool(torch.isposinf(zl).any()):
+    top = zl.amax(-1, keepdim=True)
+    if bool(torch.isnan(top).any()) or bool(torch.isposinf(top).any()):
         raise ValueError("`z` contains NaN or +inf; use -inf to mask an entry")
-    if bool((n_finite < kk).any()):
+    masked = bool(torch.isneginf(zl.amin()))
+    limit = torch.isfinite(zl).sum(-1, keepdim=True) if masked else zl.shape[-1]
+    if bool((kk > limit).any()):
         raise ValueError("`k` exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
-    out = _CappedProjection.apply(zl, torch.ones_like(zl[..., :1]), kk, bool(exactly_k), False)
+    out = _CappedProjection.apply(zl, None, kk, bool(exactly_k), False, masked)
     return move_back(out, dim)
 
 
@@ -173,7 +182,8 @@ def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1) -
     if bool((room < 1 - 8 * torch.finfo(room.dtype).eps).any()):
         raise ValueError("infeasible: in some row the unmasked entries of `upper` sum to less than 1")
     total = torch.ones_like(zl[..., :1], dtype=compute_dtype(z.dtype))
-    out = _CappedProjection.apply(zl, ul, total, True, upper.requires_grad)
+    masked = bool(torch.isneginf(zl).any())
+    out = _CappedProjection.apply(zl, ul, total, True, upper.requires_grad, masked)
     return move_back(out, dim)
 
 
