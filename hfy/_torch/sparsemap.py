@@ -6,11 +6,11 @@ with weight w; SparseMAP (eq-sparsemap-map) is
     μ(θ) = Aᵀπ,   π ∈ argmax_{π ∈ simplex} Σ_s π_s (θᵀa_s + w b_s) − ½‖Aᵀπ‖².
 
 Every row of a batch keeps its own active set in a padded tensor (rows ×
-slots × N) with a validity mask; the equality-constrained QP of each row is
-solved with a pseudo-inverse, so affinely dependent structures are handled
-(directions along which the objective grows without moving μ are followed
-until a weight reaches zero, as in the reference).  No Python loop runs over
-the rows: only over active-set iterations.
+slots × N) with a validity mask.  Active sets are kept affinely independent
+(a structure in the affine hull of the active ones is swapped in, see
+:func:`active_set`), so the equality-constrained QP of each row is a batched
+linear solve.  No Python loop runs over the rows: only over active-set
+iterations.
 
 The backward pass is the active-set Jacobian (eq-sparsemap-jacobian)
 ∂μ/∂θ = Aᵀ M A with M = Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁺, and ∂μ/∂w = Aᵀ M b.
@@ -45,53 +45,49 @@ class ActiveSets:
     n_iter: int
 
 
-def _kkt(A: torch.Tensor, c: torch.Tensor, valid: torch.Tensor):
-    """Solve [[AAᵀ, 1], [1ᵀ, 0]] [π; τ] = [c; 1] on the valid slots of every row (pseudo-inverse)."""
-    b, s = c.shape
-    vf = valid.to(A.dtype)
-    Av = A * vf.unsqueeze(-1)
-    K = torch.zeros(b, s + 1, s + 1, dtype=A.dtype, device=A.device)
-    K[:, :s, :s] = Av @ Av.transpose(1, 2) + torch.diag_embed(1.0 - vf)
+def _kkt_matrix(G: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """K = [[G, 1], [1ᵀ, 0]] on the valid slots of every row (identity on the invalid ones); G = AAᵀ."""
+    b, s, _ = G.shape
+    vf = valid.to(G.dtype)
+    K = torch.zeros(b, s + 1, s + 1, dtype=G.dtype, device=G.device)
+    K[:, :s, :s] = G * (vf.unsqueeze(-1) * vf.unsqueeze(-2)) + torch.diag_embed(1.0 - vf)
     K[:, :s, s] = vf
     K[:, s, :s] = vf
-    rhs = torch.cat([c * vf, torch.ones(b, 1, dtype=A.dtype, device=A.device)], dim=1)
-    sol = (torch.linalg.pinv(K) @ rhs.unsqueeze(-1)).squeeze(-1)
-    return sol[:, :s] * vf, sol[:, s]
+    return K
 
 
-def _ascent(A: torch.Tensor, c: torch.Tensor, valid: torch.Tensor, tol: float) -> torch.Tensor:
-    """Per row, the projection d of c onto {d : Aᵀd = 0, 1ᵀd = 0} over the valid slots (0 if cᵀd is negligible)."""
-    vf = valid.to(A.dtype)
-    M = torch.cat([(A * vf.unsqueeze(-1)).transpose(1, 2), vf.unsqueeze(1)], dim=1)  # (B, N + 1, S)
-    cv = c * vf
-    d = cv - (torch.linalg.pinv(M) @ (M @ cv.unsqueeze(-1))).squeeze(-1)
-    d = d * vf
-    gain = (cv * d).sum(-1, keepdim=True)
-    scale = 1.0 + cv.abs().amax(-1, keepdim=True)
-    return torch.where(gain > tol * scale, d, torch.zeros_like(d))
+def _kkt_solve(K: torch.Tensor, top: torch.Tensor, valid: torch.Tensor):
+    """Solve K [x; ν] = [top; 1]; returns (x on the valid slots, ν)."""
+    vf = valid.to(K.dtype)
+    rhs = torch.cat([top * vf, torch.ones_like(top[:, :1])], dim=1)
+    sol = torch.linalg.solve(K, rhs.unsqueeze(-1)).squeeze(-1)
+    return sol[:, :-1] * vf, sol[:, -1]
 
 
-def _optimise_on_active_set(theta, A, feats, valid, pi, w, tol):
-    """Make π the maximiser of the QP restricted to each row's active set, dropping structures as needed."""
-    for _ in range(4 * A.shape[1] + 8):
-        c = (A @ theta.unsqueeze(-1)).squeeze(-1) + w * feats
-        d = _ascent(A, c, valid, tol)
-        has_d = d.abs().sum(-1) > 0
-        target, tau = _kkt(A, c, valid)
-        feasible = ((target >= -tol) | ~valid).all(-1) & ~has_d
+def _optimise_on_active_set(G, c, valid, pi, tol):
+    """Make π the maximiser of the QP restricted to each row's active set, dropping structures as needed.
+
+    ``G`` (B, S, S) is the Gram matrix of the active structures and ``c`` (B, S) their scores θᵀa_s + w b_s.
+    The active structures of every row are kept affinely independent (see :func:`active_set`), so the
+    equality-constrained QP [[G, 1], [1ᵀ, 0]] [π; τ] = [c; 1] has a unique solution.
+    """
+    for _ in range(2 * G.shape[1] + 8):
+        target, tau = _kkt_solve(_kkt_matrix(G, valid), c, valid)
+        feasible = ((target >= -tol) | ~valid).all(-1)
         if bool(feasible.all()):
             pi = torch.where(valid, target.clamp_min(0.0), torch.zeros_like(target))
             return pi / pi.sum(-1, keepdim=True), valid, tau
-        direction = torch.where(has_d.unsqueeze(-1), d, target - pi)
-        shrink = valid & (direction < -tol)
+        direction = target - pi
+        shrink = valid & (direction < 0) & (target < -tol)
         ratio = torch.where(shrink, pi / torch.where(shrink, -direction, torch.ones_like(direction)),
                             torch.full_like(pi, math.inf))
-        step = ratio.amin(-1, keepdim=True)
-        step = torch.where(has_d.unsqueeze(-1), step, step.clamp(max=1.0))
-        moved = (pi + step * direction).clamp_min(0.0)
-        moving = ~feasible
-        pi = torch.where(moving.unsqueeze(-1), moved, torch.where(valid, target.clamp_min(0.0), pi))
-        valid = valid & ~(moving.unsqueeze(-1) & (pi <= tol))
+        step = ratio.amin(-1, keepdim=True).clamp(max=1.0)
+        first = ratio.argmin(-1, keepdim=True)
+        moved = (pi + step * direction).clamp_min(0.0).scatter(-1, first, 0.0)
+        moving = (~feasible).unsqueeze(-1)
+        pi = torch.where(moving, moved, torch.where(valid, target.clamp_min(0.0), pi))
+        drop = torch.zeros_like(valid).scatter(-1, first, True) & moving
+        valid = valid & ~drop & ~(moving & (pi <= tol))
         pi = torch.where(valid, pi, torch.zeros_like(pi))
         pi = pi / pi.sum(-1, keepdim=True)
     raise RuntimeError("the active-set inner loop did not terminate")  # pragma: no cover
@@ -99,32 +95,68 @@ def _optimise_on_active_set(theta, A, feats, valid, pi, w, tol):
 
 def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, max_iter: int = MAX_ITER,
                tol: Optional[float] = None) -> ActiveSets:
-    """Batched primal active-set SparseMAP for scores ``theta`` (B, N) (eq-sparsemap-active-set)."""
+    """Batched primal active-set SparseMAP for scores ``theta`` (B, N) (eq-sparsemap-active-set).
+
+    The Gram matrix of the active structures and their scores are updated as structures enter, so the
+    inner iterations only touch (rows × slots × slots) tensors.  A structure returned by the oracle that
+    lies in the affine hull of the active ones (a_new = Σ λ_s a_s, Σ λ = 1) cannot move μ; it improves
+    the objective only through its score, c_new > Σ λ_s c_s, and is then swapped in along
+    π ← π + t(e_new − λ) until the first weight reaches zero.  This keeps every active set affinely
+    independent, so each QP solve is a plain linear solve.
+    """
     if tol is None:
         tol = 1e3 * torch.finfo(theta.dtype).eps
     a0, b0 = oracle(theta)
     A = a0.to(theta.dtype).unsqueeze(1)
     feats = b0.to(theta.dtype).unsqueeze(1)
+    G = (A * A).sum(-1, keepdim=True)
+    c = (A.squeeze(1) * theta).sum(-1, keepdim=True) + w * feats
     valid = torch.ones(theta.shape[0], 1, dtype=torch.bool, device=theta.device)
     pi = torch.ones(theta.shape[0], 1, dtype=theta.dtype, device=theta.device)
     done = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
     for it in range(1, max_iter + 1):
-        pi, valid, tau = _optimise_on_active_set(theta, A, feats, valid, pi, w, tol)
+        pi, valid, tau = _optimise_on_active_set(G, c, valid, pi, tol)
         mu = (pi.unsqueeze(-1) * A).sum(1)
         y, b = oracle(theta - mu)
         y, b = y.to(theta.dtype), b.to(theta.dtype)
-        gain = ((theta - mu) * y).sum(-1) + w * b
-        known = ((A == y.unsqueeze(1)).all(-1) & valid).any(-1)
+        ay = (A @ y.unsqueeze(-1)).squeeze(-1)  # overlaps with the active structures
+        yy = (y * y).sum(-1)
+        c_new = (theta * y).sum(-1) + w * b
+        gain = c_new - (mu * y).sum(-1)
+        known = ((ay == yy.unsqueeze(-1)) & (torch.diagonal(G, dim1=1, dim2=2) == yy.unsqueeze(-1)) & valid).any(-1)
         done = done | known | (gain <= tau + tol * (1.0 + tau.abs()))
         if bool(done.all()):
             return ActiveSets(mu, A, feats, valid, pi, tau, it)
+        # is the new structure in the affine hull of the active ones?  λ solves the same KKT system
+        lam, _ = _kkt_solve(_kkt_matrix(G, valid), ay, valid)
+        vf = valid.to(theta.dtype)
+        Gv = G * (vf.unsqueeze(-1) * vf.unsqueeze(-2))
+        resid = yy - 2 * (lam * ay).sum(-1) + (lam.unsqueeze(1) @ Gv @ lam.unsqueeze(-1)).flatten()
+        dependent = (resid < 1e-6) & ~done
+        new_pi = torch.zeros_like(pi[:, :1])
+        if bool(dependent.any()):
+            pos = valid & (lam > tol)
+            ratio = torch.where(pos, pi / torch.where(pos, lam, torch.ones_like(lam)), torch.full_like(pi, math.inf))
+            step = ratio.amin(-1, keepdim=True)
+            first = ratio.argmin(-1, keepdim=True)
+            swapped = (pi - step * lam).clamp_min(0.0).scatter(-1, first, 0.0)
+            dep = dependent.unsqueeze(-1)
+            pi = torch.where(dep, swapped, pi)
+            valid = valid & ~(dep & torch.zeros_like(valid).scatter(-1, first, True))
+            new_pi = torch.where(dep, step, new_pi)
         A = torch.cat([A, y.unsqueeze(1)], dim=1)
         feats = torch.cat([feats, b.unsqueeze(1)], dim=1)
+        G = torch.cat([torch.cat([G, ay.unsqueeze(-1)], dim=2),
+                       torch.cat([ay, yy.unsqueeze(-1)], dim=1).unsqueeze(1)], dim=1)
+        c = torch.cat([c, c_new.unsqueeze(-1)], dim=1)
         valid = torch.cat([valid, ~done.unsqueeze(1)], dim=1)
-        pi = torch.cat([pi, torch.zeros_like(pi[:, :1])], dim=1)
+        pi = torch.cat([pi, new_pi], dim=1)
+        pi = torch.where(valid, pi, torch.zeros_like(pi))
+        pi = pi / pi.sum(-1, keepdim=True)
         keep = valid.any(0)  # drop slots no row uses
         if not bool(keep.all()):
-            A, feats, valid, pi = A[:, keep], feats[:, keep], valid[:, keep], pi[:, keep]
+            A, feats, valid, pi, c = A[:, keep], feats[:, keep], valid[:, keep], pi[:, keep], c[:, keep]
+            G = G[:, keep][:, :, keep]
     raise RuntimeError(f"SparseMAP active set did not converge in {max_iter} iterations")
 
 

@@ -37,9 +37,9 @@ TIERS: Dict[str, dict] = {
     "smoke": dict(dims=(8, 16), trials=200, p=0.1, cap_samples=20000, retrieval_dims=(16,), configs=2,
                   queries=16),
     "book": dict(dims=(8, 16, 24, 32, 40, 48, 56, 64), trials=400, p=0.1, cap_samples=200000,
-                 retrieval_dims=(32, 64), configs=6, queries=32),
-    "full": dict(dims=(8, 16, 24, 32, 40, 48, 56, 64, 80, 96), trials=5000, p=0.1, cap_samples=5000000,
-                 retrieval_dims=(32, 64, 96), configs=50, queries=256),
+                 retrieval_dims=(32, 64), configs=4, queries=32),
+    "full": dict(dims=(8, 16, 24, 32, 40, 48, 56, 64, 72, 80), trials=2000, p=0.1, cap_samples=5000000,
+                 retrieval_dims=(32, 64, 80), configs=50, queries=256),
 }
 
 
@@ -89,18 +89,21 @@ def cap_monte_carlo(dim: int, thetas: Sequence[float], n_samples: int,
 
 
 def separated_prefix(dim: int, n_max: int, trials: int, generator: Optional[torch.Generator] = None,
-                     cos_max: float = COS_60, chunk: int = 50) -> torch.Tensor:
+                     cos_max: float = COS_60, chunk: Optional[int] = None) -> torch.Tensor:
     """For each trial, how many of n_max uniform points of S^{D−1} (in draw order) stay pairwise ≥ 60° apart.
 
     Trial t draws x_1, …, x_{n_max} and returns K_t = the largest k such that every
     pair among x_1, …, x_k has inner product <= ``cos_max``.  Then, for every N <= n_max,
     P(N random points are 60°-separated) = P(K >= N), so one Gram matrix per trial
-    gives the whole curve in N.
+    gives the whole curve in N.  Trials are processed ``chunk`` at a time (by
+    default as many as keep a chunk's Gram matrices near 2.5·10^7 entries).
 
     Returns
     -------
     Tensor of int64, shape (trials,), values in [1, n_max]
     """
+    if chunk is None:
+        chunk = max(1, min(trials, int(2.5e7 // (n_max * n_max))))
     out = []
     lower = torch.ones(n_max, n_max, dtype=torch.bool).tril(-1)  # pairs (j, i) with i < j
     index = torch.arange(n_max)

@@ -57,7 +57,9 @@ Run ``python -m hfy.experiments.image_retrieval --tier full --out FILE.csv`` to 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -66,7 +68,7 @@ import torch
 
 import hfy
 
-from ._tidy import read_csv, row, select, write_csv
+from ._tidy import COLUMNS, read_csv, row, select, stored_path, write_csv
 
 #: Image height and width of each dataset.
 SHAPES: Dict[str, Tuple[int, int]] = {"digits": (8, 8), "mnist_5k": (28, 28)}
@@ -260,7 +262,19 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def retrieval_metrics(states: torch.Tensor, targets: torch.Tensor) -> Dict[str, float]:
-    """Fractions of queries retrieved: ``success`` (cos > 0.9), ``index_accuracy`` and ``exact`` (see module docstring)."""
+    """Fractions of queries retrieved: ``success`` (cos > 0.9), ``index_accuracy`` and ``exact``.
+
+    Parameters
+    ----------
+    states : Tensor, shape (N, D)
+        Final states, row i started from the query of memory i.
+    targets : Tensor, shape (N, D)
+        The (transformed) memories.
+
+    Returns
+    -------
+    dict of str to float
+    """
     cos = cosine_matrix(states, targets)
     own = cos.diagonal()
     idx = torch.arange(states.shape[0], device=states.device)
@@ -354,6 +368,20 @@ def run(tier: str = "book", *, dataset: Optional[str] = None, methods: Optional[
     return rows
 
 
+#: File name of the stored full-tier rows (``book/experiments/data``), gzip-compressed CSV.
+STORED = "image_retrieval_mnist_5k.csv.gz"
+
+
+def stored_rows() -> Optional[List[Dict[str, object]]]:
+    """The stored full-tier rows (mnist_5k, 5 trials, float64) when running from a source checkout; None otherwise.
+
+    They were written by ``python -m hfy.experiments.image_retrieval --tier full --out book/experiments/data/``
+    followed by the file name :data:`STORED`.
+    """
+    path = stored_path(STORED)
+    return read_csv(path) if path is not None else None
+
+
 def summary(rows: Sequence[Dict[str, object]], sweep: str, metric: str = "success"
             ) -> Dict[Tuple[float, str], Dict[str, np.ndarray]]:
     """Median and interquartile range over trials along a sweep.
@@ -387,67 +415,99 @@ def _n_reliable(curve: Dict[str, np.ndarray], level: float) -> float:
     return float(curve["x"][below[0] - 1]) if below[0] > 0 else 0.0
 
 
-def check(rows: Sequence[Dict[str, object]], level: float = 0.9) -> Dict[str, List[str]]:
+#: Post-transformed models compared with 2-entmax (identity Ψ) by :func:`check`.
+POST_TRANSFORMED: Tuple[str, ...] = ("norm 2-entmax", "norm 2-entmax (β=20)", "lnorm 2-entmax")
+
+
+def check(rows: Sequence[Dict[str, object]], level: float = 0.9, low: float = 0.1,
+          betas: Optional[Sequence[float]] = None) -> Dict[str, List[str]]:
     """The qualitative reproduction criteria of E4, as lists of violations (an empty list: the criterion holds).
 
-    Criteria (medians over trials; "within the IQR" means the two bands overlap):
+    Parameters
+    ----------
+    rows : list of dict
+        Output of :func:`run` (any number of trials).
+    level : float
+        Success level that defines "reliable up to N" for ``classical_degrade_first``.
+    low : float
+        The β that stands for the papers' 0.1 in the ``low_beta_*`` criteria.
+    betas : sequence of float, optional
+        Only check these temperatures.
 
-    * ``sparse_ge_softmax``: at σ = 0 every sparse HFY map with identity Ψ is >= 1-entmax at every N;
-    * ``low_beta_softmax_degrades``: at β = 0.1, 1-entmax ends below where it starts;
-    * ``low_beta_sparse_hold``: at β = 0.1, 2-entmax and 2-normmax stay >= 0.95 up to the largest N;
-    * ``classical_degrade_first``: every classical or dense model stays above ``level`` up to a
-      smaller N than every sparse HFY map;
-    * ``post_ge_identity``: norm and lnorm 2-entmax are >= 2-entmax at every point of both sweeps, within the IQR;
-    * ``robust_monotone``: success does not increase with σ for any model, within the IQR.
+    Returns
+    -------
+    dict of str to list of str
+        Criteria (medians over trials; "within the IQR" means the interquartile bands overlap):
+
+        * ``sparse_ge_softmax``: at σ = 0 every sparse HFY map with identity Ψ is >= 1-entmax at every N;
+        * ``low_beta_softmax_degrades``: at β = ``low``, 1-entmax ends lower than it starts;
+        * ``low_beta_sparse_hold``: at β = ``low``, 2-entmax and 2-normmax stay >= 0.95 up to the largest N;
+        * ``classical_degrade_first``: every classical or dense model stays at or above ``level`` up to a
+          smaller N than every sparse HFY map;
+        * ``post_ge_identity: <model>``: the post-transformed model is >= 2-entmax at every point of both
+          sweeps, within the IQR (one entry per model of :data:`POST_TRANSFORMED`);
+        * ``robust_monotone``: success does not increase with σ for any model, within the IQR.
+
+        A criterion the rows cannot decide (a model or a sweep missing, β = ``low`` not run) is left out.
     """
     out: Dict[str, List[str]] = {k: [] for k in ("sparse_ge_softmax", "low_beta_softmax_degrades",
-                                                  "low_beta_sparse_hold", "classical_degrade_first",
-                                                  "post_ge_identity", "robust_monotone")}
-    cap = summary(rows, "capacity")
-    rob = summary(rows, "robustness")
-    betas = sorted({b for b, _ in cap})
-    for beta in betas:
+                                                  "low_beta_sparse_hold", "classical_degrade_first")}
+    for m in POST_TRANSFORMED:
+        out[f"post_ge_identity: {m}"] = []
+    out["robust_monotone"] = []
+    evaluated = set()
+    keep = None if betas is None else {float(b) for b in betas}
+    cap = {k: v for k, v in summary(rows, "capacity").items() if keep is None or k[0] in keep}
+    rob = {k: v for k, v in summary(rows, "robustness").items() if keep is None or k[0] in keep}
+    for beta in sorted({b for b, _ in cap} | {b for b, _ in rob}):
         soft = cap.get((beta, "1-entmax"))
         for m in SPARSE_HFY:
             cur = cap.get((beta, m))
             if soft is None or cur is None:
                 continue
+            evaluated.add("sparse_ge_softmax")
             for x, a, b in zip(cur["x"], cur["median"], soft["median"]):
                 if a < b:
-                    out["sparse_ge_softmax"].append(f"β={beta:g} {m} N={x:g}: {a:.3f} < 1-entmax {b:.3f}")
-        if beta == 0.1 and soft is not None:
+                    out["sparse_ge_softmax"].append(f"β={beta:.3g} {m} N={x:g}: {a:.3f} < 1-entmax {b:.3f}")
+        if beta == low and soft is not None:
+            evaluated.add("low_beta_softmax_degrades")
             if not soft["median"][-1] < soft["median"][0]:
                 out["low_beta_softmax_degrades"].append(
-                    f"1-entmax {soft['median'][0]:.3f} at N={soft['x'][0]:g}, {soft['median'][-1]:.3f} at N={soft['x'][-1]:g}")
+                    f"1-entmax {soft['median'][0]:.3f} at N={soft['x'][0]:g}, "
+                    f"{soft['median'][-1]:.3f} at N={soft['x'][-1]:g}")
             for m in ("2-entmax", "2-normmax"):
                 cur = cap.get((beta, m))
                 if cur is not None:
+                    evaluated.add("low_beta_sparse_hold")
                     for x, a in zip(cur["x"], cur["median"]):
                         if a < 0.95:
                             out["low_beta_sparse_hold"].append(f"{m} N={x:g}: {a:.3f} < 0.95")
         classical = {m: _n_reliable(cap[(beta, m)], level) for m in CLASSICAL if (beta, m) in cap}
         sparse = {m: _n_reliable(cap[(beta, m)], level) for m in SPARSE_HFY if (beta, m) in cap}
+        if classical and sparse:
+            evaluated.add("classical_degrade_first")
         if classical and sparse and not max(classical.values()) < min(sparse.values()):
             out["classical_degrade_first"].append(
-                f"β={beta:g}: reliable up to N = {classical} (classical) vs {sparse} (sparse HFY)")
+                f"β={beta:.3g}: success >= {level} up to N = {classical} (classical/dense) vs {sparse} (sparse HFY)")
         for data, name in ((cap, "capacity"), (rob, "robustness")):
             ref = data.get((beta, "2-entmax"))
-            for m in ("norm 2-entmax", "lnorm 2-entmax"):
+            for m in POST_TRANSFORMED:
                 cur = data.get((beta, m))
                 if ref is None or cur is None:
                     continue
-                for x, a, hi, lo in zip(cur["x"], cur["median"], cur["q75"], ref["q25"]):
-                    if hi < lo:
-                        i = list(ref["x"]).index(x)
-                        out["post_ge_identity"].append(
-                            f"{name} β={beta:g} {m} at {x:g}: {a:.3f} < 2-entmax {ref['median'][i]:.3f}")
+                evaluated.add(f"post_ge_identity: {m}")
+                for i, x in enumerate(cur["x"]):
+                    if cur["q75"][i] < ref["q25"][i]:
+                        out[f"post_ge_identity: {m}"].append(
+                            f"{name} β={beta:.3g} at {x:g}: {cur['median'][i]:.3f} < 2-entmax {ref['median'][i]:.3f}")
     for (beta, m), cur in rob.items():
+        evaluated.add("robust_monotone")
         for k in range(1, len(cur["x"])):
             if cur["q25"][k] > cur["q75"][k - 1]:
                 out["robust_monotone"].append(
-                    f"β={beta:g} {m}: σ={cur['x'][k - 1]:g} → {cur['x'][k]:g}: "
+                    f"β={beta:.3g} {m}: σ={cur['x'][k - 1]:g} → {cur['x'][k]:g}: "
                     f"{cur['median'][k - 1]:.3f} → {cur['median'][k]:.3f}")
-    return out
+    return {k: v for k, v in out.items() if k in evaluated}
 
 
 _STYLES = {
@@ -490,36 +550,59 @@ def plot_sweep(rows: Sequence[Dict[str, object]], sweep: str, metrics: Sequence[
                 ax.set_xlabel("N (memories)" if sweep == "capacity" else "σ (noise std)")
             if j == 0:
                 ax.set_ylabel("fraction retrieved")
-    axes[0][-1].legend(fontsize=6, loc="best")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    axes[0][0].figure.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return axes
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Command line: ``python -m hfy.experiments.image_retrieval --tier full --out rows.csv``."""
+    """Command line: ``python -m hfy.experiments.image_retrieval --tier full --out rows.csv``.
+
+    Rows are appended to ``--out`` (plain CSV) after every grid point, so an interrupted run keeps its results.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tier", choices=tuple(TIERS), default="full")
     parser.add_argument("--dataset", choices=tuple(SHAPES), default=None)
     parser.add_argument("--trials", type=int, nargs="*", default=None)
-    parser.add_argument("--max-n", type=int, default=None, help="cut the capacity grid at this N")
-    parser.add_argument("--sweeps", nargs="*", default=("capacity", "robustness"))
+    parser.add_argument("--min-n", type=int, default=None, help="cut the capacity grid below this N")
+    parser.add_argument("--max-n", type=int, default=None, help="cut the capacity grid above this N")
+    parser.add_argument("--sweeps", nargs="*", default=("robustness", "capacity"))
     parser.add_argument("--float32", action="store_true", help="work in float32 (exact rates become approximate)")
-    parser.add_argument("--out", default=None, help="CSV file for the tidy rows")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", default=None, help="CSV file the tidy rows are appended to")
     args = parser.parse_args(argv)
-    grid = TIERS[args.tier]["capacity_N"]
-    if args.max_n:
-        grid = tuple(n for n in grid if n <= args.max_n)
-    rows = run(args.tier, dataset=args.dataset, trials=args.trials, capacity_N=grid, sweeps=tuple(args.sweeps),
-               dtype=torch.float32 if args.float32 else None, progress=True)
-    if args.out:
-        write_csv(rows, args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TIERS[args.tier]
+    grid = [n for n in cfg["capacity_N"] if (args.min_n or 0) <= n <= (args.max_n or n)]
+    points = []
+    for sweep in args.sweeps:
+        if sweep == "capacity":
+            points += [dict(sweeps=("capacity",), capacity_N=(n,)) for n in grid]
+        elif sweep == "robustness":
+            points += [dict(sweeps=("robustness",), sigmas=(s,)) for s in cfg["sigmas"]]
+        else:
+            parser.error(f"unknown sweep {sweep!r}")
+    rows: List[Dict[str, object]] = []
+    for point in points:
+        new = run(args.tier, dataset=args.dataset, trials=args.trials,
+                  dtype=torch.float32 if args.float32 else None, progress=True, **point)
+        rows += new
+        if args.out:
+            fresh = not os.path.exists(args.out)
+            with open(args.out, "a", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+                if fresh:
+                    writer.writeheader()
+                writer.writerows(new)
     for name, bad in check(rows).items():
         print(f"{name}: {'holds' if not bad else 'fails: ' + '; '.join(bad[:5])}")
 
 
 __all__ = ["SHAPES", "EXP_DAM_BETA_IN", "COS_THRESHOLD", "EXACT_ATOL", "N_ITER", "METRICS", "Method", "METHODS",
-           "CLASSICAL", "SPARSE_HFY", "BETAS", "SIGMAS", "TIERS", "load_images", "make_queries", "settings",
-           "retrieve_images", "cosine_matrix", "retrieval_metrics", "run", "summary", "check", "plot_sweep", "main",
-           "read_csv", "write_csv", "select"]
+           "CLASSICAL", "SPARSE_HFY", "POST_TRANSFORMED", "BETAS", "SIGMAS", "TIERS", "load_images", "make_queries",
+           "settings", "retrieve_images", "cosine_matrix", "retrieval_metrics", "run", "summary", "check", "plot_sweep",
+           "main", "read_csv", "write_csv", "select", "STORED", "stored_rows"]
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,7 +38,7 @@ SETS_SHOWN: Tuple[int, ...] = (0, 3, 8, 9)
 #: Seed of the global torch generator in the reference scripts.
 SEED = 42
 
-#: The five score-side maps of the figures' columns, in order: label -> Ω.
+#: Labels of the five score-side maps of the figures' columns, in order (see :func:`method_omega`).
 METHODS: Tuple[str, ...] = ("1-entmax", "1.5-entmax", "2-entmax", "2-normmax", "5-normmax")
 
 #: Post-transformations of the experiments.
@@ -54,6 +54,7 @@ TRAJECTORY_TOL = 1e-12
 #: A grid cell belongs to the basin of x_i if its final state lies closer than this to x_i.
 BASIN_RADIUS = 1e-3
 
+#: Run tiers of :func:`basin_sweep` (see :func:`tier_settings`).
 TIERS = ("smoke", "book", "full")
 
 
@@ -88,7 +89,9 @@ def _layer(layer: str):
 
 
 def method_omega(label: str, layer: str = "torch"):
-    """The regulariser Ω of a column label: ``'α-entmax'`` → Tsallis(α) (Shannon at α = 1), ``'γ-normmax'`` → NormEntropy(γ).
+    """The regulariser Ω of a column label.
+
+    ``'α-entmax'`` gives Tsallis(α) (Shannon at α = 1) and ``'γ-normmax'`` gives NormEntropy(γ).
 
     Parameters
     ----------
@@ -298,13 +301,14 @@ def make_grid(X: torch.Tensor, n: int = 100, pad: float = 0.1, extra: Optional[t
 
 def landscape_energy(q: torch.Tensor, X: torch.Tensor, omega, psi: str = "identity", beta: float = 1.0,
                      parity_entropy: bool = False, parity: bool = False) -> torch.Tensor:
-    """The energy drawn in the contour plots.
+    """The energy drawn in the contour plots (eq-contours-sshn, eq-contours-indicator).
 
     For Ψ = identity this is the non-negative sparse-Hopfield form
     (``constant='sshn'`` of :func:`hfy.energy`),
     E(q) = −β⁻¹Ω*(βXq) + ½‖q‖² + β⁻¹H(u) + ½M²;
     for the indicator Ψ ('l2', 'layernorm') it is the Fenchel-Young form
-    (``constant='fy'``), +inf outside the feasible set.
+    (``constant='fy'``), +inf outside the feasible set.  With
+    ``parity_entropy`` it is the papers' normmax energy (eq-contours-parity).
 
     Parameters
     ----------
@@ -368,7 +372,7 @@ class Trajectory:
 def trajectory(q0: torch.Tensor, X: torch.Tensor, omega, psi: str = "identity", beta: float = 1.0,
                max_iter: int = 1000, tol: float = TRAJECTORY_TOL, parity: bool = False,
                parity_entropy: bool = False) -> Trajectory:
-    """Follow q ← ŷ_Ψ(Xᵀ ŷ_Ω(βXq)) from a batch of initial states, keeping every state.
+    """Follow q ← ŷ_Ψ(Xᵀ ŷ_Ω(βXq)) (eq-contours-update) from a batch of initial states, keeping every state.
 
     All states are updated together; the loop stops once every state moved by
     at most ``tol`` (sup norm) in one update, or after ``max_iter`` updates.
@@ -445,8 +449,9 @@ def contour_panel(pset: PatternSet, method: str, beta: float = 1.0, n: int = 100
 
 
 def basin_labels(points: torch.Tensor, X: torch.Tensor, omega, psi: str = "identity", beta: float = 4.0,
-                 max_iter: int = 50, radius: float = BASIN_RADIUS, parity: bool = False) -> Tuple[torch.Tensor, hfy.Retrieval]:
-    """Run the dynamics from every point and label it by the pattern it converges to.
+                 max_iter: int = 50, radius: float = BASIN_RADIUS,
+                 parity: bool = False) -> Tuple[torch.Tensor, hfy.Retrieval]:
+    """Run the dynamics from every point and label it by the pattern it reaches (eq-basins-update, eq-basins-label).
 
     Parameters
     ----------

@@ -38,7 +38,7 @@ import torch
 
 import hfy
 
-from ._tidy import read_csv, row, select, write_csv
+from ._tidy import read_csv, row, select, stored_path, write_csv
 
 #: Column labels of the table, in order (the k-subsets columns are not covered here).
 METHODS: Tuple[str, ...] = ("softmax", "1.5-entmax", "sparsemax", "2-normmax", "5-normmax")
@@ -235,6 +235,20 @@ def run(tier: str = "book", *, dataset: Optional[str] = None, betas: Sequence[fl
     return rows
 
 
+#: File name of the stored full-tier rows (``book/experiments/data``).
+STORED = "metastable_mnist_5k.csv"
+
+
+def stored_rows() -> Optional[List[Dict[str, object]]]:
+    """The stored full-tier rows (mnist_5k, float64) when running from a source checkout; None otherwise.
+
+    They were written by ``python -m hfy.experiments.metastable --tier full --out book/experiments/data/``
+    followed by the file name :data:`STORED`.
+    """
+    path = stored_path(STORED)
+    return read_csv(path) if path is not None else None
+
+
 def histogram(rows: Sequence[Dict[str, object]]) -> Dict[Tuple[float, str], List[float]]:
     """The table's cells: {(β, method): [percent at support 1, …, 10, > 10]}, from tidy rows."""
     out: Dict[Tuple[float, str], List[float]] = {}
@@ -256,7 +270,7 @@ def format_table(rows: Sequence[Dict[str, object]], digits: int = 1) -> str:
     """The table as text: rows = support size, columns = β × method, cells = percent of queries."""
     hist = histogram(rows)
     keys = list(hist)
-    heads = [f"β={b:g} {m}" for b, m in keys]
+    heads = [f"β={b:.3g} {m}" for b, m in keys]
     width = max(8, max(len(h) for h in heads))
     lines = ["support " + " ".join(h.rjust(width) for h in heads)]
     for i, name in enumerate(BINS):
@@ -301,7 +315,7 @@ def score_scale(memories: np.ndarray) -> float:
 
 
 def plot_supports(rows: Sequence[Dict[str, object]], ax=None, title: str = ""):
-    """Stacked bars: one bar per (β, method), segments = share of queries per support bin.
+    """Stacked bars: one bar per (β, method), grouped by β; segments = share of queries per support bin.
 
     Needs matplotlib.  Returns the axes.
     """
@@ -309,22 +323,26 @@ def plot_supports(rows: Sequence[Dict[str, object]], ax=None, title: str = ""):
 
     hist = histogram(rows)
     keys = list(hist)
+    betas = sorted({b for b, _ in keys})
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3))
+        _, ax = plt.subplots(figsize=(7, 3.5))
     cmap = plt.get_cmap("viridis")
     colours = [cmap(i / (len(BINS) - 2)) for i in range(len(BINS) - 1)] + [(0.75, 0.75, 0.75, 1.0)]
+    x = np.array([i + betas.index(b) for i, (b, _) in enumerate(keys)], dtype=float)  # a gap between β groups
     bottom = np.zeros(len(keys))
-    x = np.arange(len(keys))
     for i, name in enumerate(BINS):
         vals = np.array([hist[k][i] for k in keys])
         ax.bar(x, vals, bottom=bottom, color=colours[i], width=0.8, label=name, edgecolor="white", linewidth=0.3)
         bottom += vals
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{m}\nβ={b:g}" for b, m in keys], fontsize=7)
+    ax.set_xticklabels([m for _, m in keys], fontsize=7, rotation=90)
+    for b in betas:
+        xs = [xi for xi, k in zip(x, keys) if k[0] == b]
+        ax.text(float(np.mean(xs)), 102, f"β = {b:.3g}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("% of queries")
     ax.set_ylim(0, 100)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, pad=16)
     return ax
 
 
@@ -345,7 +363,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 __all__ = ["METHODS", "BETAS", "BINS", "N_ITER", "SOFTMAX_THRESHOLD", "TIERS", "method_omega", "threshold",
            "load_split", "final_weights", "support_sizes", "support_histogram", "run", "histogram",
-           "format_table", "criteria", "score_scale", "plot_supports", "main", "read_csv", "write_csv", "select"]
+           "format_table", "criteria", "score_scale", "plot_supports", "main", "read_csv", "write_csv", "select",
+           "STORED", "stored_rows"]
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -36,7 +36,7 @@ SPARSE_MAPS = {
 
 TIERS: Dict[str, dict] = {
     "smoke": dict(n_memories=8, dim=6, n_queries=200, n_instances=2, betas=(2.0, 8.0), n_samples=300),
-    "book": dict(n_memories=16, dim=32, n_queries=2000, n_instances=3, betas=(1.0, 10.0), n_samples=1500),
+    "book": dict(n_memories=16, dim=32, n_queries=2000, n_instances=3, betas=(1.0, 10.0), n_samples=1000),
     "full": dict(n_memories=64, dim=64, n_queries=100000, n_instances=40, betas=(0.5, 1.0, 3.0, 10.0, 30.0),
                  n_samples=50000),
 }
@@ -139,7 +139,7 @@ def exact_inradius(X: torch.Tensor, beta: float, margin: float) -> torch.Tensor:
         ρ_i = min_{j≠i} (x_iᵀ(x_i − x_j) − m/β) / ‖x_i − x_j‖,
 
     which is at least the guarantee (Δ_i − m/β)/(2M).  Negative values (x_i not a
-    fixed point) are clipped to 0.
+    fixed point, or a duplicate memory) are clipped to 0.
 
     Returns
     -------
@@ -148,7 +148,7 @@ def exact_inradius(X: torch.Tensor, beta: float, margin: float) -> torch.Tensor:
     diff = X[:, None, :] - X[None, :, :]  # x_i − x_j
     num = (diff * X[:, None, :]).sum(-1) - margin / beta
     den = torch.linalg.vector_norm(diff, dim=-1)
-    ratio = num / den
+    ratio = torch.where(den > 0, num / den.clamp_min(torch.finfo(X.dtype).tiny), torch.full_like(num, -math.inf))
     ratio.fill_diagonal_(math.inf)
     return ratio.amin(-1).clamp_min(0.0)
 
