@@ -10,7 +10,6 @@ against ``hfy.reference``: at most 3e-14 on the inputs below).
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 
@@ -306,7 +305,7 @@ def test_public_names_are_exported():
     assert isinstance(hfy.__version__, str) and hfy.__version__
 
 
-def test_module_repr_and_defaults_match_the_package():
+def test_module_defaults_match_the_package():
     assert hfy.EntmaxBisect().alpha == entmax_pkg.EntmaxBisect().alpha
     assert hfy.NormmaxBisect().alpha == entmax_pkg.NormmaxBisect().alpha
-    assert math.isclose(hfy.EntmaxBisect().n_iter, entmax_pkg.EntmaxBisect().n_iter)
+    assert hfy.EntmaxBisect().n_iter == entmax_pkg.EntmaxBisect().n_iter

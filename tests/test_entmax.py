@@ -59,8 +59,6 @@ def oracle_unfit(name: str, alpha: float) -> bool:
     """Adversarial cases the cvxpy oracle cannot solve reliably at this α."""
     if name == "huge scale":  # |θ| = 1e30 is outside the range of a conic solver
         return True
-    if alpha == 2.0 and name in ("huge offset", "gap exactly one"):
-        return True  # the top gap equals the margin 1: degenerate, interior point converges like sqrt(tol)
     if alpha >= 100 and name == "tiny scale":
         return True  # Σ p^100 varies by < 1e-40 around the uniform solution: below the solver's resolution
     return False

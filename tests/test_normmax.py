@@ -22,6 +22,7 @@ from hfy.testing import (
     FD_STEP,
     GRADCHECK,
     ORACLE_ATOL,
+    ORACLE_POWER_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     adversarial_scores,
@@ -46,14 +47,19 @@ LAYOUTS = [
     ]
 ]
 
-#: adversarial cases the cvxpy oracle cannot take, and why.
-ORACLE_UNFIT = {
-    "huge scale": "|θ| = 1e30 is outside the range of a conic solver",
-    # every γ has margin 1: at a top gap of exactly 1 the solution sits where strict complementarity
-    # fails (for γ = ∞ the LP has a whole face of solutions), so interior-point iterates are inaccurate
-    "huge offset": "top gap equals the margin",
-    "gap exactly one": "top gap equals the margin",
-}
+#: adversarial cases whose top gap is exactly the margin 1 of every γ.
+AT_THE_MARGIN = ("huge offset", "gap exactly one")
+
+
+def oracle_unfit(name: str, gamma: float) -> bool:
+    """Adversarial cases the cvxpy oracle cannot resolve at this γ, and why."""
+    if name == "huge scale":  # |θ| = 1e30 is outside the range of a conic solver
+        return True
+    # At a top gap of exactly 1 the objective along the edge from e_1 is flat to order γ
+    # (−t^γ/γ), so a duality gap δ leaves the maximiser undetermined by ~δ^(1/γ): ~1e-4 for
+    # γ = 3 at δ = 1e-12, beyond ORACLE_POWER_ATOL.  For γ = ∞ the program is a linear program
+    # whose whole face {uniform on any top set} is optimal there.
+    return name in AT_THE_MARGIN and gamma >= 3
 
 
 def oracle_cases():
@@ -65,7 +71,7 @@ def oracle_cases():
             ("random N=8", random_scores((8,), 1.0, 2)),
             ("random N=6 scale 0.3", random_scores((6,), 0.3, 3)),
         ] + list(adversarial_scores()):
-            if label not in ORACLE_UNFIT:
+            if not oracle_unfit(label, gamma):
                 cases.append(pytest.param(gamma, z, id=f"gamma={gamma}-{label}"))
     return cases
 
@@ -95,7 +101,9 @@ def two_point_normmax(d: float, gamma: float) -> float:
 
 @pytest.mark.parametrize("gamma,z", oracle_cases())
 def test_oracle_agrees_with_reference(gamma, z):
-    np.testing.assert_allclose(oracle.normmax(z, gamma), ref.normmax(z, gamma), rtol=0, atol=ORACLE_ATOL)
+    """p-norm cones for finite γ (ORACLE_POWER_ATOL), a linear program for γ = ∞ (ORACLE_ATOL)."""
+    atol = ORACLE_ATOL if math.isinf(gamma) else ORACLE_POWER_ATOL
+    np.testing.assert_allclose(oracle.normmax(z, gamma), ref.normmax(z, gamma), rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)

@@ -64,13 +64,14 @@ def anchored_entmax(shifted: torch.Tensor, eps, t: torch.Tensor) -> torch.Tensor
     lo, hi = torch.zeros_like(xs), torch.ones_like(xs)
     for _ in range(64):  # h(u) is increasing in u
         u = 0.5 * (lo + hi)
-        terms = torch.where(head, (u ** e + g) ** r, torch.zeros_like(g))
-        tied = head & (g == 0)  # entries tied with s carry mass u each: sum them apart from 1 − Σ
+        tied = head & (g == 0)  # entries tied with s carry mass u each (and (u^ε)^r may underflow)
+        terms = torch.where(tied, u.expand_as(g), torch.where(head, (u ** e + g) ** r, torch.zeros_like(g)))
         h = (torch.where(tied, torch.zeros_like(terms), terms).sum(-1, keepdim=True) - 1.0) \
             + (u + torch.where(tied, terms, torch.zeros_like(terms)).sum(-1, keepdim=True))
         lo, hi = torch.where(h < 0, u, lo), torch.where(h < 0, hi, u)
     u = lo  # the largest point known to leave slack: exactly 0 when the last entry carries no mass
-    top = torch.where(head, (u ** e + g) ** r, torch.where(pos == s, u.expand_as(g), torch.zeros_like(g)))
+    tied = head & (g == 0)
+    top = torch.where(head & ~tied, (u ** e + g) ** r, torch.where(tied | (pos == s), u.expand_as(g), torch.zeros_like(g)))
     out = torch.zeros_like(shifted).scatter(-1, idx, top.to(shifted.dtype))
     return out / out.sum(-1, keepdim=True)
 
@@ -181,6 +182,14 @@ class _EntmaxFunction(torch.autograd.Function):
             gz = gz - s * coef
         else:
             gz.addcmul_(s, coef, value=-1.0)
+        big = (eps > 1.0) if not isinstance(eps, torch.Tensor) else bool((eps > 1.0).any())
+        if big:
+            # α > 2: s = p^(2−α) is huge at the edge of the support, and s_m (g_m − ḡ) cancels
+            # for the dominant entry m; there it equals s_m Σ_j s_j (g_m − g_j) / Σ s exactly
+            m = s.argmax(-1, keepdim=True)
+            s_m, g_m = s.gather(-1, m), g.gather(-1, m)
+            exact = s_m * (s * (g_m - g)).sum(-1, keepdim=True) / ssum
+            gz = gz.scatter(-1, m, exact)
         galpha = None
         if alpha is not None and ctx.needs_input_grad[1]:
             e = eps if isinstance(eps, torch.Tensor) else torch.full_like(pc[..., :1], eps)
@@ -325,10 +334,11 @@ class Tsallis(Regularizer):
             from .fenchel_young import xlogx
 
             return xlogx(p).sum(dim)
+        # Σ p (p^(α−1) − 1) = Σ p^α − 1 on the simplex, without the cancellation near α = 1
         pos = p > 0
         safe = torch.where(pos, p, torch.ones_like(p))
-        powered = torch.where(pos, torch.exp(a * torch.log(safe)), torch.zeros_like(p))
-        return (powered.sum(dim) - 1.0) / (a * (a - 1.0))
+        terms = torch.where(pos, p * torch.expm1((a - 1.0) * torch.log(safe)), torch.zeros_like(p))
+        return terms.sum(dim) / (a * (a - 1.0))
 
     def max_entropy(self, n: int) -> float:
         a = self.alpha
@@ -383,6 +393,17 @@ class EntmaxBisect(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return entmax_bisect(X, self.alpha, self.dim, self.n_iter)
+
+
+class SparsemaxBisect(nn.Module):
+    """``entmax.SparsemaxBisect`` drop-in (``n_iter`` caps the root-finding steps and is honoured)."""
+
+    def __init__(self, dim: int = -1, n_iter: Optional[int] = None):
+        super().__init__()
+        self.dim, self.n_iter = dim, n_iter
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return sparsemax_bisect(X, self.dim, self.n_iter if self.n_iter is not None else 50)
 
 
 class LearnableEntmax(nn.Module):

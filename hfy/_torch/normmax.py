@@ -167,13 +167,13 @@ class NormmaxBisect(nn.Module):
 def normmax_loss(input: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, dim: int = -1,
                  reduction: str = "none", ignore_index: int = -100) -> torch.Tensor:
     """The γ-normmax Fenchel-Young loss (per-example by default, as in the entmax package)."""
-    return fenchel_young_loss(input, target, NormEntropy(alpha), dim, reduction, ignore_index)
+    return fenchel_young_loss(input, target, NormEntropy(check_gamma(alpha)), dim, reduction, ignore_index)
 
 
 def normmax_bisect_loss(X: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, n_iter: int = 50,
                         dim: int = -1, reduction: str = "none", ignore_index: int = -100) -> torch.Tensor:
     """``entmax.normmax_bisect_loss`` drop-in."""
-    return fenchel_young_loss(X, target, NormEntropy(alpha, n_iter), dim, reduction, ignore_index)
+    return fenchel_young_loss(X, target, NormEntropy(check_gamma(alpha), n_iter), dim, reduction, ignore_index)
 
 
 class NormmaxBisectLoss(nn.Module):
@@ -184,7 +184,7 @@ class NormmaxBisectLoss(nn.Module):
         super().__init__()
         from .entmax import NamedLoss
 
-        self._impl = NamedLoss(NormEntropy(alpha, n_iter), dim, ignore_index, reduction)
+        self._impl = NamedLoss(NormEntropy(check_gamma(alpha), n_iter), dim, ignore_index, reduction)
 
     def forward(self, X: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._impl(X, target)

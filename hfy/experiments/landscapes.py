@@ -23,7 +23,6 @@ points get a third coordinate −x₁ − x₂, so that every state sums to zero
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,6 +30,8 @@ import torch
 
 import hfy
 from hfy._torch.energy import as_omega
+
+from ._tidy import row
 
 #: The pattern sets the papers' figures show (indices into the ten drawn sets).
 SETS_SHOWN: Tuple[int, ...] = (0, 3, 8, 9)
@@ -587,15 +588,17 @@ def basin_table(maps: Sequence[BasinMap]) -> Dict[Tuple[float, str], Dict[str, f
 
 
 def basin_rows(maps: Sequence[BasinMap], tier: str = "book", parity: bool = False) -> List[Dict[str, object]]:
-    """Tidy result rows (one per map) in the experiments' CSV layout, metric ``single_pattern_fraction``."""
+    """Tidy result rows (one per map) in the experiments' CSV layout, metric ``single_pattern_fraction``.
+
+    See :mod:`hfy.experiments._tidy` for the columns and :func:`hfy.experiments._tidy.write_csv` to store them.
+    """
     rows = []
     for m in maps:
         reg = method_omega(m.method)
         param = getattr(reg, "alpha", getattr(reg, "gamma", 1.0))
-        rows.append(dict(experiment="E3", dataset=f"synthetic2d-set{m.index}", method=m.method,
-                         omega=type(reg).__name__, omega_param=float(param), psi=m.psi, beta=m.beta,
-                         N=int(m.X.shape[0]), sigma=math.nan, k=math.nan, seed=SEED, tier=tier,
-                         parity="ln_unbiased" if (parity and m.psi == "layernorm") else "",
-                         metric="single_pattern_fraction", value=m.single_fraction,
-                         hfy_version=hfy.__version__))
+        rows.append(row(experiment="E3", dataset=f"synthetic2d-set{m.index}", method=m.method,
+                        omega=type(reg).__name__, omega_param=float(param), psi=m.psi, beta=m.beta,
+                        N=int(m.X.shape[0]), seed=SEED, tier=tier,
+                        parity="ln_unbiased" if (parity and m.psi == "layernorm") else "",
+                        metric="single_pattern_fraction", value=m.single_fraction))
     return rows

@@ -80,7 +80,8 @@ def entmax15_threshold(z: np.ndarray) -> float:
     mean_sq = np.cumsum(zs**2) / k
     delta = (1.0 - k * (mean_sq - mean**2)) / k
     tau = mean - np.sqrt(np.maximum(delta, 0.0))
-    support = k[tau <= zs][-1]
+    # strict, with a few ulps to spare: an entry at τ gets no mass, and rounding could give it some
+    support = k[tau < zs - 4 * np.spacing(np.abs(zs))][-1]
     return float(tau[support - 1])
 
 
@@ -140,13 +141,16 @@ def anchored_entmax(shifted: np.ndarray, eps: float, t: float) -> np.ndarray:
     gaps = eps * (xs[:s] - xs[s])
     tied = gaps == 0  # entries tied with s carry mass u each: sum them apart, or 1 + tiny rounds to 1
 
+    def masses(u):  # a tied entry has exactly the mass u ((u^ε)^r may underflow)
+        return np.where(tied, u, (u**eps + gaps) ** r)
+
     def slack(u):
-        terms = (u**eps + gaps) ** r
+        terms = masses(u)
         return (1.0 - terms[~tied].sum()) - (u + terms[tied].sum())
 
     u = bisect_decreasing(slack, 0.0, 1.0)
     out = np.zeros_like(shifted)
-    out[cand[:s]] = (u**eps + gaps) ** r
+    out[cand[:s]] = masses(u)
     out[cand[s]] = u
     return out / out.sum()
 
@@ -170,7 +174,8 @@ class Tsallis(Regularizer):
         pos = p > 0
         if a == 1.0:
             return float(np.sum(p[pos] * np.log(p[pos])))
-        return float((np.sum(p[pos] ** a) - 1.0) / (a * (a - 1.0)))
+        # Σ p (p^(α−1) − 1) = Σ p^α − 1 on the simplex, without the cancellation near α = 1
+        return float(np.sum(p[pos] * np.expm1((a - 1.0) * np.log(p[pos]))) / (a * (a - 1.0)))
 
     def _predict_1d(self, theta: np.ndarray) -> np.ndarray:
         return _entmax_1d(theta, self.alpha)
@@ -181,7 +186,13 @@ class Tsallis(Regularizer):
         s = np.zeros_like(p)
         pos = p > 0
         s[pos] = p[pos] ** (2.0 - self.alpha)
-        return np.diag(s) - np.outer(s, s) / s.sum()
+        total = s.sum()
+        J = np.diag(s) - np.outer(s, s) / total
+        # the diagonal s_i (Σs − s_i)/Σs, with Σ_{j≠i} s_j summed directly: for α > 2 one
+        # entry of s can dwarf the others, and Σs − s_i would cancel
+        rest = np.array([np.sum(np.delete(s, i)) for i in range(s.size)])
+        np.fill_diagonal(J, s * rest / total)
+        return J
 
     def alpha_derivative(self, theta) -> np.ndarray:
         """∂ŷ/∂α at a 1-D ``theta`` (eq-entmax-alpha-grad), stable as α → 1⁺.
