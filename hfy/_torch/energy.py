@@ -62,6 +62,8 @@ def as_psi(psi: Union[str, PostTransform]) -> PostTransform:
 
 def _check_beta(beta) -> None:
     if isinstance(beta, torch.Tensor):
+        if beta.numel() != 1:
+            raise ValueError(f"`beta` must be a scalar (a float or a one-element tensor); got shape {tuple(beta.shape)}")
         if bool((beta <= 0).any()) or not bool(torch.isfinite(beta).all()):
             raise ValueError("`beta` must be finite and > 0")
     elif not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
@@ -188,6 +190,9 @@ def energy(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax",
     if constant not in CONSTANTS:
         raise ValueError(f"`constant` must be one of {CONSTANTS}; got {constant!r}")
     Xu, m = _prepare(q, X, beta, omega, mask)
+    if m is not None and not bool(m.any(-1).all()):
+        # the update maps such a query to 0, but its energy has no value (sup over an empty set)
+        raise ValueError("`mask` leaves some query with no memory: its energy is undefined")
     value = psi.psi(q) - omega.conjugate(scores(q, Xu, beta, m)) / beta
     if constant == "none":
         return value
@@ -249,9 +254,10 @@ class Retrieval:
         Updates applied to each query.
     converged : Tensor of bool, shape (...)
         Whether each query met the tolerance within ``max_iter``.
-    energies : Tensor, shape (max_iter + 1, ...) or None
-        Energy (constant 'fy') of every query before each update; a converged
-        query repeats its final value.
+    energies : Tensor, shape (T + 1, ...) or None
+        Energy (constant 'fy') of every query before each update, T = max(n_iter)
+        (the loop stops once every query has converged); a converged query repeats
+        its final value.
     """
 
     q: torch.Tensor

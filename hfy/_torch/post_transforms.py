@@ -123,9 +123,11 @@ class LayerNorm(PostTransform):
         d = z.shape[-1]
         pz = z - z.mean(-1, keepdim=True)
         var = (pz * pz).sum(-1, keepdim=True) / (d - 1 if self.unbiased else d)
-        denom = torch.sqrt(var + self.eps)
-        ok = denom > 0
-        return torch.where(ok, pz / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(z))
+        # z constant up to rounding (the computed mean leaves Pz of order ulp·|z|): return 0, not ±1
+        floor = (64 * torch.finfo(z.dtype).eps * z.detach().abs().amax(-1, keepdim=True)) ** 2
+        ok = (var > floor) | (self.eps > 0)
+        denom = torch.sqrt(torch.where(ok, var, torch.ones_like(var)) + self.eps)  # no sqrt(0) in the graph
+        return torch.where(ok, pz / denom, torch.zeros_like(z))
 
 
 class Sign(PostTransform):

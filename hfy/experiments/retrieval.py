@@ -3,8 +3,8 @@
 Two checks of the retrieval propositions (eq-retrieval-margins, eq-retrieval-basin),
 run on the torch fast path in float64:
 
-* :func:`gap_sweep` (E11.1): random queries, each with its own β so that the
-  score gap of its top memory, β(x_iᵀq − max_{j≠i} x_jᵀq), covers a range; for
+* :func:`gap_sweep` (E11.1): random queries, each rescaled so that the score
+  gap of its top memory, β(x_iᵀq − max_{j≠i} x_jᵀq), covers a range; for
   each query, whether one update lands on x_i bit for bit, and the weight left
   on the other memories.
 * :func:`empirical_basin_radius` (E11.2): states sampled around each memory at
@@ -87,12 +87,14 @@ def score_gap(theta: torch.Tensor) -> torch.Tensor:
 
 
 def gap_sweep(X: torch.Tensor, omega, n_queries: int, max_gap: float,
-              generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+              generator: Optional[torch.Generator] = None, beta: float = 1.0) -> Dict[str, torch.Tensor]:
     """One update from random queries whose score gaps are spread uniformly on [0, ``max_gap``].
 
-    Each Gaussian query q gets its own inverse temperature β = s/(x_iᵀq − max_{j≠i} x_jᵀq),
-    with s uniform on [0, max_gap] and i its top memory.  The score gap is then
-    re-measured on the scores θ = β Xq exactly as :func:`hfy.update` computes them.
+    Each Gaussian query q is rescaled, q <- c q with c = s/(β (x_iᵀq − max_{j≠i} x_jᵀq)),
+    s uniform on [0, max_gap] and i its top memory, so that the scores βXq have a
+    gap of about s (rescaling q is the same as rescaling β, query by query).  The
+    score gap is then re-measured on the scores θ = β Xq formed exactly as
+    :func:`hfy.update` forms them.
 
     Parameters
     ----------
@@ -100,6 +102,8 @@ def gap_sweep(X: torch.Tensor, omega, n_queries: int, max_gap: float,
     omega : Regularizer or str
     n_queries : int
     max_gap : float
+    beta : float
+        The inverse temperature passed to :func:`hfy.update`.
 
     Returns
     -------
@@ -112,7 +116,7 @@ def gap_sweep(X: torch.Tensor, omega, n_queries: int, max_gap: float,
     s = q @ X.T
     target = s.argmax(-1)
     wanted = max_gap * torch.rand(n_queries, generator=generator, dtype=X.dtype)
-    beta = (wanted / score_gap(s))[:, None]
+    q = (wanted / (beta * score_gap(s)))[:, None] * q
     theta = beta * (q @ X.transpose(0, 1))  # the scores as hfy.update forms them
     q_next = hfy.update(q, X, beta, omega)
     _, p = hfy.update(q, X, beta, omega, return_weights=True)

@@ -138,9 +138,11 @@ class LayerNorm(PostTransform):
         d = z.shape[-1]
         pz = z - z.mean(axis=-1, keepdims=True)
         var = np.sum(pz * pz, axis=-1, keepdims=True) / (d - 1 if self.unbiased else d)
-        denom = np.sqrt(var + self.eps)
-        safe = np.where(denom > 0, denom, 1.0)
-        return np.where(denom > 0, pz / safe, 0.0)
+        # z constant up to rounding (the computed mean leaves Pz of order ulp·|z|): return 0, not ±1
+        floor = (64 * np.finfo(np.float64).eps * np.max(np.abs(z), axis=-1, keepdims=True)) ** 2
+        ok = (var > floor) | (self.eps > 0)
+        denom = np.sqrt(np.where(ok, var, 1.0) + self.eps)
+        return np.where(ok, pz / denom, 0.0)
 
 
 class Sign(PostTransform):
