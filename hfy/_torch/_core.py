@@ -232,35 +232,43 @@ def move_back(z: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def capped_threshold_sorted(x: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """τ with Σ_i clip(x_i − τ, 0, u_i) = total per row, by sorting the 2N breakpoints (eq-ksubsets-breakpoints).
+    """τ with Σ_i clip(x_i − τ, 0, u_i) = total per row, by searching the 2N sorted breakpoints (eq-ksubsets-breakpoints).
 
     ``x`` (..., N) finite, ``u`` (..., N) >= 0, ``total`` (..., 1) with
-    0 < total < Σ u.  g(τ) is piecewise linear and non-increasing; walking the
-    breakpoints {x_i − u_i} (an entry starts to lose mass) and {x_i} (it reaches
-    0) in increasing order, its slope is minus the number of free entries.  We
-    find the segment where g crosses ``total`` and return the exact root of
-    that segment's linear equation.
+    0 < total < Σ u.  g(τ) = Σ clip(x_i − τ, 0, u_i) is piecewise linear and
+    non-increasing with breakpoints {x_i − u_i} ∪ {x_i}.  A binary search over
+    the sorted breakpoints (each probe evaluates g directly, so scores of any
+    magnitude are safe) finds the segment where g crosses ``total``; on it, with
+    C = {x_i − τ >= u_i} and F = {0 < x_i − τ < u_i}, τ = (Σ_F x_i + Σ_C u_i − total)/|F|.
+    When F is empty the crossing is a flat piece and we return its midpoint, so
+    that the output is exactly 0 or u_i.
     """
     n = x.shape[-1]
-    points = torch.cat([x - u, x], dim=-1)
-    delta = torch.cat([torch.ones_like(x), -torch.ones_like(x)], dim=-1)  # change in the number of free entries
-    order = torch.argsort(points, dim=-1)
-    pts = torch.gather(points, -1, order)
-    free = torch.cumsum(torch.gather(delta, -1, order), dim=-1)  # free entries just after each point
-    gaps = pts[..., 1:] - pts[..., :-1]
-    drop = torch.cumsum(free[..., :-1] * gaps, dim=-1)
-    g = u.sum(-1, keepdim=True) - torch.cat([torch.zeros_like(drop[..., :1]), drop], dim=-1)  # g at each point
-    j = ((g >= total).sum(-1, keepdim=True) - 1).clamp(0, 2 * n - 2)  # last point with g >= total
-    lo = torch.gather(pts, -1, j)
-    hi = torch.gather(pts, -1, j + 1)
-    mid = 0.5 * (lo + hi)
-    capped = (x - mid) >= u
-    active = ((x - mid) > 0) & ~capped
+    pts = torch.sort(torch.cat([x - u, x], dim=-1), dim=-1).values
+    lo = torch.zeros_like(total, dtype=torch.long)
+    hi = torch.full_like(lo, 2 * n - 1)
+    for _ in range(max(1, math.ceil(math.log2(2 * n)) + 1)):  # invariant: g(pts[lo]) >= total
+        mid = (lo + hi + 1) // 2
+        g = torch.minimum((x - torch.gather(pts, -1, mid)).clamp_min(0.0), u).sum(-1, keepdim=True)
+        up = g >= total
+        lo = torch.where(up, mid, lo)
+        hi = torch.where(up, hi, mid - 1)
+    left = torch.gather(pts, -1, lo)
+    right = torch.gather(pts, -1, (lo + 1).clamp(max=2 * n - 1))
+    centre = 0.5 * (left + right)
+    capped = (x - centre) >= u
+    active = ((x - centre) > 0) & ~capped
     count = active.sum(-1, keepdim=True)
     s_free = torch.where(active, x, torch.zeros_like(x)).sum(-1, keepdim=True)
     s_cap = torch.where(capped, u, torch.zeros_like(u)).sum(-1, keepdim=True)
     tau = (s_free + s_cap - total) / count.clamp_min(1).to(x.dtype)
-    return torch.where(count > 0, tau, lo)
+    tau = torch.where(count > 0, tau, centre)
+    # g already equals the total one breakpoint earlier: the crossing is a flat piece; take its
+    # midpoint, so that no entry sits at a breakpoint (where rounding would give 1 − ulp)
+    before = torch.gather(pts, -1, (lo - 1).clamp_min(0))
+    g_before = torch.minimum((x - before).clamp_min(0.0), u).sum(-1, keepdim=True)
+    flat = (lo > 0) & (g_before == total)
+    return torch.where(flat, 0.5 * (before + left), tau)
 
 
 #: Candidate-set size for capped-simplex projections (see :func:`capped_threshold`).

@@ -200,9 +200,10 @@ def energy(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax",
         if m is None:
             ybar = omega.reference_point(Xu.shape[0], q)
             const = psi.conjugate(ybar @ Xu) - omega.omega(ybar) / beta
-        else:  # one barycentre per mask pattern
+        else:  # one barycentre per mask pattern (uniform over the unmasked memories, with ȳ's total mass)
             counts = m.sum(-1, keepdim=True).to(q.dtype)
-            ybar = m.to(q.dtype) / counts
+            mass = float(omega.reference_point(Xu.shape[0], q).sum())
+            ybar = mass * m.to(q.dtype) / counts
             const = psi.conjugate(ybar @ Xu) - omega.omega(ybar) / beta
         return value + const
     if not isinstance(psi, Identity) or not omega.simplex:

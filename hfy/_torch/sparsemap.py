@@ -13,7 +13,8 @@ linear solve.  No Python loop runs over the rows: only over active-set
 iterations.
 
 The backward pass is the active-set Jacobian (eq-sparsemap-jacobian)
-∂μ/∂θ = Aᵀ M A with M = Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁺, and ∂μ/∂w = Aᵀ M b.
+∂μ/∂θ = Aᵀ M A and ∂μ/∂w = Aᵀ M b, with M the top-left block of
+[[AAᵀ, 1], [1ᵀ, 0]]⁻¹ (= Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁻¹, when AAᵀ is invertible).
 """
 
 from __future__ import annotations
@@ -161,12 +162,18 @@ def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, ma
 
 
 def _jacobian_core(A: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """M = Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁺ over the valid slots of every row."""
+    """M, the top-left block of [[AAᵀ, 1], [1ᵀ, 0]]⁻¹ over the valid slots (eq-sparsemap-jacobian).
+
+    When AAᵀ is invertible M = Z − Z11ᵀZ/(1ᵀZ1) with Z = (AAᵀ)⁻¹; the bordered form
+    also covers active structures of different sizes (e.g. the empty structure of
+    an "at most k" budget), for which AAᵀ alone is singular.
+    """
     vf = valid.to(A.dtype)
     Av = A * vf.unsqueeze(-1)
-    Z = torch.linalg.pinv(Av @ Av.transpose(1, 2))
-    z1 = Z @ vf.unsqueeze(-1)
-    return Z - (z1 @ z1.transpose(1, 2)) / (vf.unsqueeze(1) @ z1).clamp_min(torch.finfo(A.dtype).tiny)
+    K = _kkt_matrix(Av @ Av.transpose(1, 2), valid)
+    s = A.shape[1]
+    M = torch.linalg.pinv(K)[:, :s, :s]
+    return M * (vf.unsqueeze(-1) * vf.unsqueeze(-2))
 
 
 class _SparseMAPFunction(torch.autograd.Function):

@@ -14,9 +14,12 @@ def project_capped(theta: np.ndarray, upper: np.ndarray, total: float, exact: bo
     finite = np.isfinite(theta)
     out = np.zeros_like(theta)
     th, u = theta[finite], upper[finite]
+    if exact:  # the projection with Σ μ = total is invariant to shifting θ: keep the scores moderate
+        th = th - th.max()
     mu = cp.Variable(th.size)
     budget = cp.sum(mu) == total if exact else cp.sum(mu) <= total
-    problem = cp.Problem(cp.Minimize(cp.sum_squares(mu - th)), [mu >= 0, mu <= u, budget])
+    # max θᵀμ − ½‖μ‖² (the SparseMAP form) rather than min ‖μ − θ‖², which squares large scores
+    problem = cp.Problem(cp.Maximize(th @ mu - 0.5 * cp.sum_squares(mu)), [mu >= 0, mu <= u, budget])
     solve_quietly(problem)
     if mu.value is None:
         raise RuntimeError(f"cvxpy failed: status {problem.status}")

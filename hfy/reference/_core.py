@@ -68,19 +68,24 @@ def capped_threshold(theta: np.ndarray, upper: np.ndarray, total: float) -> floa
     ``theta`` and ``upper`` are 1-D and finite, ``0 < total <= Σ u``.
     g(τ) = Σ clip(θ_i − τ, 0, u_i) is continuous, piecewise linear and
     non-increasing, with breakpoints {θ_i − u_i} ∪ {θ_i}.  We locate the segment
-    on which g crosses ``total`` and solve the linear equation on it exactly:
-    with U = {θ_i − τ >= u_i} (capped) and A = {0 < θ_i − τ < u_i} (free),
-    τ = (Σ_A θ_i + Σ_U u_i − total) / |A|.
+    on which g crosses ``total`` (evaluating g directly at each breakpoint) and
+    solve the linear equation on it exactly: with U = {θ_i − τ >= u_i} (capped)
+    and A = {0 < θ_i − τ < u_i} (free), τ = (Σ_A θ_i + Σ_U u_i − total) / |A|.
+    When A is empty, g is flat there and we return the midpoint of the segment,
+    so that every output is exactly 0 or u_i.
     """
     if total >= upper.sum():
         return -np.inf  # every entry at its cap (k = N for k-subsets)
     points = np.unique(np.concatenate([theta - upper, theta]))
-    g = np.clip(theta[None, :] - points[:, None], 0.0, upper[None, :]).sum(axis=1)
-    above = np.flatnonzero(g >= total)
-    j = above[-1]  # g(points[0]) = Σu >= total, so j exists
-    if g[j] == total or j == points.size - 1:
+    g = np.array([np.minimum(np.maximum(theta - p, 0.0), upper).sum() for p in points])
+    j = np.flatnonzero(g >= total)[-1]  # g(points[0]) = Σu >= total, so j exists
+    if j > 0 and g[j - 1] == total:
+        return float(0.5 * (points[j - 1] + points[j]))  # a flat crossing: its midpoint gives exact 0/1
+    if j == points.size - 1:
         return float(points[j])
     mid = 0.5 * (points[j] + points[j + 1])
     capped = theta - mid >= upper
     free = (theta - mid > 0) & ~capped
+    if not free.any():
+        return float(mid)
     return float((theta[free].sum() + upper[capped].sum() - total) / free.sum())

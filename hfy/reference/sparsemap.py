@@ -120,22 +120,29 @@ def sparsemap_active_set(theta: np.ndarray, map_oracle: MapOracle, w: float = 0.
     raise RuntimeError(f"active set did not converge in {max_iter} iterations")  # pragma: no cover
 
 
+def _bordered_block(active: ActiveSet) -> np.ndarray:
+    """M: the top-left block of [[AAᵀ, 1], [1ᵀ, 0]]⁺ for the active structures (rows of A)."""
+    A = active.structures
+    s = A.shape[0]
+    K = np.zeros((s + 1, s + 1))
+    K[:s, :s] = A @ A.T
+    K[:s, s] = 1.0
+    K[s, :s] = 1.0
+    return np.linalg.pinv(K)[:s, :s]
+
+
 def sparsemap_jacobian(active: ActiveSet) -> np.ndarray:
-    """∂μ/∂θ = A_S (Z − Z11ᵀZ/1ᵀZ1) A_Sᵀ with Z = (A_SᵀA_S)⁺ in structure space (eq-sparsemap-jacobian)."""
-    A = active.structures.T  # (N, S)
-    Z = np.linalg.pinv(A.T @ A)
-    one = np.ones(A.shape[1])
-    M = Z - np.outer(Z @ one, one @ Z) / (one @ Z @ one)
-    return A @ M @ A.T
+    """∂μ/∂θ = Aᵀ M A, M the top-left block of [[AAᵀ, 1], [1ᵀ, 0]]⁻¹ (eq-sparsemap-jacobian).
+
+    With Z = (AAᵀ)⁻¹, M = Z − Z11ᵀZ/(1ᵀZ1); the bordered form also holds when
+    AAᵀ is singular (active structures of different sizes).
+    """
+    return active.structures.T @ _bordered_block(active) @ active.structures
 
 
 def sparsemap_bonus_derivative(active: ActiveSet) -> np.ndarray:
-    """∂μ/∂w = A_S (Z − Z11ᵀZ/1ᵀZ1) b_S."""
-    A = active.structures.T
-    Z = np.linalg.pinv(A.T @ A)
-    one = np.ones(A.shape[1])
-    M = Z - np.outer(Z @ one, one @ Z) / (one @ Z @ one)
-    return A @ M @ active.features
+    """∂μ/∂w = Aᵀ M b."""
+    return active.structures.T @ _bordered_block(active) @ active.features
 
 
 class SparseMAP:

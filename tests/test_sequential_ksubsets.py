@@ -1,0 +1,314 @@
+"""Sequential k-subsets: the budgeted Viterbi MAP, batched SparseMAP, windows (w = inf), gradients in z and w."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import hfy
+import hfy.oracle as oracle
+import hfy.reference as ref
+from hfy.reference.sparsemap import sparsemap_bonus_derivative, sparsemap_jacobian
+from hfy.testing import (
+    FD_ATOL,
+    FD_STEP,
+    GRADCHECK,
+    ORACLE_ATOL,
+    PROPERTY_ATOL,
+    REFERENCE_ATOL,
+    dtype_atol,
+    random_scores,
+)
+
+INF = math.inf
+TRANSITIONS = [-0.5, 0.0, 0.01, 1.0, INF]
+
+cuda = pytest.mark.cuda
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def brute_force_structures(n, k, w, exactly_k):
+    """Every admissible structure with its total bonus weight b(y) (adjacent selected pairs)."""
+    rows = []
+    for c in ([k] if exactly_k or math.isinf(w) else range(k + 1)):
+        for subset in itertools.combinations(range(n), c):
+            y = np.zeros(n)
+            y[list(subset)] = 1.0
+            b = float(np.sum(y[:-1] * y[1:]))
+            if math.isinf(w) and b != k - 1:
+                continue  # w = inf admits only the contiguous windows
+            rows.append((y, b))
+    A = np.array([r[0] for r in rows])
+    b = np.array([r[1] for r in rows])
+    return A, b
+
+
+def fd_jacobian(f, x, h=FD_STEP):
+    cols = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = h
+        cols.append((f(x + e) - f(x - e)) / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+# --- MAP: the budgeted Viterbi recursion ------------------------------------------------------------------
+
+
+def viterbi_cases():
+    rng = np.random.default_rng(2024)
+    cases = []
+    for case in range(40):
+        n = int(rng.integers(1, 10))
+        k = int(rng.integers(1, n + 1))
+        w = [-2.0, -0.5, 0.0, 0.3, 1.5, INF][case % 6]
+        exactly_k = bool(case % 4 < 2)
+        cases.append((n, k, w, exactly_k, int(rng.integers(2**31))))
+    return cases
+
+
+@pytest.mark.parametrize("n,k,w,exactly_k,seed", viterbi_cases())
+def test_budgeted_viterbi_matches_brute_force(n, k, w, exactly_k, seed):
+    """Ten random rows per case (400 in all): the batched and the reference MAP reach the brute-force optimum."""
+    theta = random_scores((10, n), [0.3, 1.0, 3.0][seed % 3], seed)
+    A, b = brute_force_structures(n, k, w, exactly_k)
+    bonus = 0.0 if math.isinf(w) else w
+    best = (theta @ A.T + bonus * b).max(axis=1)
+    y, feat = hfy.budgeted_viterbi(torch.from_numpy(theta), k, w, exactly_k)
+    y, feat = y.numpy(), feat.numpy()
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(feat, np.sum(y[:, :-1] * y[:, 1:], axis=1))
+    sizes = y.sum(1)
+    assert (sizes == k).all() if exactly_k or math.isinf(w) else (sizes <= k).all()
+    if math.isinf(w):
+        assert (feat == k - 1).all()
+    np.testing.assert_allclose((theta * y).sum(1) + bonus * feat, best, rtol=0, atol=PROPERTY_ATOL)
+    for row in range(10):
+        yr, br = ref.budgeted_viterbi(theta[row], k, w, exactly_k)
+        assert br == np.sum(yr[:-1] * yr[1:])
+        assert abs(theta[row] @ yr + bonus * br - best[row]) <= PROPERTY_ATOL
+
+
+# --- the triangle ----------------------------------------------------------------------------------------
+
+
+def oracle_cases():
+    cases = []
+    for seed, (n, k, w, exactly_k) in enumerate([(5, 2, 0.5, True), (6, 3, -0.5, True), (7, 2, INF, True),
+                                                 (8, 3, 1.0, True), (6, 2, 0.5, False), (8, 4, 0.01, False),
+                                                 (4, 1, 2.0, True), (8, 2, 0.0, False)]):
+        cases.append((n, k, w, exactly_k, random_scores((n,), 1.5, seed)))
+    return cases
+
+
+@pytest.mark.parametrize("method", ["flow", "enumerate"])
+@pytest.mark.parametrize("n,k,w,exactly_k,theta", oracle_cases(),
+                         ids=[f"N{c[0]}-k{c[1]}-w{c[2]}-{'exactly' if c[3] else 'at-most'}" for c in oracle_cases()])
+def test_oracles_agree_with_reference(n, k, w, exactly_k, theta, method):
+    mu = oracle.sequential_ksubsets(theta, k, w, exactly_k=exactly_k, method=method)
+    np.testing.assert_allclose(mu, ref.sequential_ksubsets(theta, k, w, exactly_k=exactly_k), rtol=0, atol=ORACLE_ATOL)
+
+
+def test_flow_oracle_beyond_enumeration():
+    theta = random_scores((16,), 1.0, 5)
+    for k, w, exactly_k in [(3, 0.4, True), (4, -0.3, False)]:
+        mu = oracle.sequential_ksubsets(theta, k, w, exactly_k=exactly_k)
+        np.testing.assert_allclose(mu, ref.sequential_ksubsets(theta, k, w, exactly_k=exactly_k), rtol=0,
+                                   atol=ORACLE_ATOL)
+
+
+@pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
+@pytest.mark.parametrize("w", TRANSITIONS)
+def test_batched_torch_agrees_with_reference_active_set(w, exactly_k):
+    for seed, (n, k, scale) in enumerate([(9, 3, 1.0), (12, 2, 3.0), (7, 5, 0.3)]):
+        theta = random_scores((6, n), scale, seed + 10)
+        out = hfy.sequential_ksubsets(torch.from_numpy(theta), k, w, exactly_k=exactly_k).numpy()
+        np.testing.assert_allclose(out, ref.sequential_ksubsets(theta, k, w, exactly_k=exactly_k), rtol=0,
+                                   atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("shape,dim", [((9,), -1), ((9, 4), 0), ((2, 9, 3), 1), ((2, 3, 9), -1)])
+def test_every_layout(shape, dim):
+    theta = random_scores(shape, 1.0, len(shape) + dim)
+    out = hfy.sequential_ksubsets(torch.from_numpy(theta), 3, 0.5, dim=dim).numpy()
+    np.testing.assert_allclose(out, ref.sequential_ksubsets(theta, 3, 0.5, dim=dim), rtol=0, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("w", [0.5, INF])
+def test_low_precision_agrees_with_float64(dtype, w):
+    z = torch.from_numpy(random_scores((6, 10), 2.0, seed=3)).to(dtype)
+    out = hfy.sequential_ksubsets(z, 3, w)
+    assert out.dtype == dtype and not torch.isnan(out).any()
+    assert (out.double() - hfy.sequential_ksubsets(z.double(), 3, w)).abs().max().item() <= dtype_atol(dtype)
+
+
+# --- relations and properties ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
+def test_no_bonus_is_ksubsets(exactly_k):
+    theta = torch.from_numpy(random_scores((8, 9), 2.0, seed=4))
+    np.testing.assert_allclose(hfy.sequential_ksubsets(theta, 3, 0.0, exactly_k=exactly_k).numpy(),
+                               hfy.ksubsets(theta, 3, exactly_k=exactly_k).numpy(), rtol=0, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("w", [1e2, 1e4])
+def test_windows_equal_a_large_finite_bonus_in_float64(w):
+    """w = inf is a hard restriction to windows; a large finite w reaches the same marginals."""
+    theta = torch.from_numpy(random_scores((6, 10), 2.0, seed=1))
+    windows = hfy.sequential_ksubsets(theta, 3, INF)
+    np.testing.assert_allclose(ref.sequential_ksubsets(theta.numpy(), 3, w), windows.numpy(), rtol=0,
+                               atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(hfy.sequential_ksubsets(theta, 3, w).numpy(), windows.numpy(), rtol=0,
+                               atol=REFERENCE_ATOL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 9).flatmap(lambda n: st.tuples(
+    hnp.arrays(np.float64, n, elements=st.floats(-5, 5, allow_subnormal=False)), st.integers(1, n))),
+    st.sampled_from(TRANSITIONS), st.booleans())
+def test_output_in_the_polytope(theta_k, w, exactly_k):
+    theta, k = theta_k
+    mu = hfy.sequential_ksubsets(torch.from_numpy(theta), k, w, exactly_k=exactly_k).numpy()
+    assert (mu >= -PROPERTY_ATOL).all() and (mu <= 1 + PROPERTY_ATOL).all()
+    if exactly_k or math.isinf(w):
+        assert abs(mu.sum() - k) <= PROPERTY_ATOL
+    else:
+        assert mu.sum() <= k + PROPERTY_ATOL
+
+
+def test_at_most_k_can_select_nothing():
+    theta = -1.0 - np.abs(random_scores((3, 7), 1.0, 6))
+    assert (hfy.sequential_ksubsets(torch.from_numpy(theta), 2, 0.5, exactly_k=False).numpy() == 0).all()
+    assert abs(hfy.sequential_ksubsets(torch.from_numpy(theta), 2, 0.5).sum().item() - 6) <= PROPERTY_ATOL
+
+
+@pytest.mark.parametrize("offset", [1e4, -1e4])
+def test_shift_invariance_for_exactly_k(offset):
+    theta = torch.from_numpy(random_scores((4, 9), 1.0, seed=7))
+    for w in (0.5, INF):
+        np.testing.assert_allclose(hfy.sequential_ksubsets(theta + offset, 3, w).numpy(),
+                                   hfy.sequential_ksubsets(theta, 3, w).numpy(), rtol=0, atol=PROPERTY_ATOL)
+
+
+def test_adjacent_pairs_structured_margin():
+    """k = 2, w = inf: e_i + e_{i+1} is the output iff its pair score beats every overlapping pair by >= 1
+    and every disjoint pair by >= 2 (½‖a_s − a_s'‖² is 1 and 2)."""
+    rng = np.random.default_rng(0)
+    integral_count, checked = 0, 0
+    for n in (4, 6, 9):
+        theta = rng.standard_normal((300, n)) * 1.5
+        mu = hfy.sequential_ksubsets(torch.from_numpy(theta), 2, INF).numpy()
+        pair = theta[:, :-1] + theta[:, 1:]
+        best = pair.argmax(1)
+        for r in range(theta.shape[0]):
+            j = best[r]
+            lead = pair[r, j] - pair[r]
+            dist = np.abs(np.arange(n - 1) - j)
+            ok = all(lead[d] >= 1 for d in np.flatnonzero(dist == 1)) and all(
+                lead[d] >= 2 for d in np.flatnonzero(dist >= 2))
+            target = np.zeros(n)
+            target[[j, j + 1]] = 1.0
+            assert bool(np.array_equal(mu[r], target)) == ok
+            integral_count += ok
+            checked += 1
+    assert 0 < integral_count < checked  # both sides of the proposition were exercised
+
+
+# --- derivatives ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("w", [-0.5, 0.4, 1.0])
+def test_gradcheck_in_z_and_transition(w):
+    z = torch.from_numpy(random_scores((2, 7), 1.0, seed=2)).requires_grad_()
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: hfy.sequential_ksubsets(a, 3, b), (z, wt), **GRADCHECK)
+
+
+def test_gradcheck_windows():
+    z = torch.from_numpy(random_scores((3, 6), 1.0, seed=3)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: hfy.sequential_ksubsets(a, 3, INF), (z,), **GRADCHECK)
+    assert torch.autograd.gradcheck(lambda a: hfy.sequential_ksubsets(a, 2, INF, dim=0), (z,), **GRADCHECK)
+
+
+def test_gradcheck_at_most_k_in_z_and_transition():
+    """The first row's marginals mix the structure {0} with the empty one (see the reference test below)."""
+    z = torch.from_numpy(np.stack([[0.3, -1.0, -2.0, -0.5, -0.8, -1.2], random_scores((6,), 1.0, seed=0)]))
+    z.requires_grad_()
+    wt = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: hfy.sequential_ksubsets(a, 3, b, exactly_k=False), (z, wt),
+                                    **GRADCHECK)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.4, -0.5, INF])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_jacobians_match_finite_differences(seed, w):
+    theta = random_scores((8,), 1.0, seed)
+    active = ref.SequentialKSubsets(3, w).solve(theta)
+    fd = fd_jacobian(lambda t: ref.sequential_ksubsets(t, 3, w), theta)
+    np.testing.assert_allclose(sparsemap_jacobian(active), fd, rtol=0, atol=FD_ATOL)
+    auto = torch.autograd.functional.jacobian(lambda t: hfy.sequential_ksubsets(t, 3, w), torch.from_numpy(theta))
+    np.testing.assert_allclose(auto.numpy(), sparsemap_jacobian(active), rtol=0, atol=REFERENCE_ATOL)
+    if w not in (0.0, INF):  # at w = 0 a degenerate active set makes μ(w) kinked: one-sided derivatives differ
+        fd_w = (ref.sequential_ksubsets(theta, 3, w + FD_STEP) - ref.sequential_ksubsets(theta, 3, w - FD_STEP)) / (
+            2 * FD_STEP)
+        np.testing.assert_allclose(sparsemap_bonus_derivative(active), fd_w, rtol=0, atol=FD_ATOL)
+
+
+def test_reference_jacobian_at_most_k_with_the_empty_structure_active():
+    """μ = (0.3, 0, 0, 0) mixes the structure {1} and the empty one: locally μ_1 = θ_1, so ∂μ_1/∂θ_1 = 1."""
+    theta = np.array([0.3, -1.0, -2.0, -0.5])
+    active = ref.SequentialKSubsets(2, 0.4, exactly_k=False).solve(theta)
+    np.testing.assert_allclose(active.mu, [0.3, 0.0, 0.0, 0.0], rtol=0, atol=PROPERTY_ATOL)
+    fd = fd_jacobian(lambda t: ref.sequential_ksubsets(t, 2, 0.4, exactly_k=False), theta)
+    assert abs(fd[0, 0] - 1.0) <= FD_ATOL
+    np.testing.assert_allclose(sparsemap_jacobian(active), fd, rtol=0, atol=FD_ATOL)
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+
+def test_masks_are_rejected():
+    with pytest.raises(ValueError, match="`z`"):
+        hfy.sequential_ksubsets(torch.tensor([0.1, -INF, 0.3]), 1)
+    with pytest.raises(ValueError, match="`z`"):
+        ref.sequential_ksubsets(np.array([0.1, -INF, 0.3]), 1)
+
+
+@pytest.mark.parametrize("k", [0, 4, 1.5, True])
+def test_invalid_k_raises(k):
+    with pytest.raises(ValueError, match="`k`"):
+        hfy.sequential_ksubsets(torch.randn(3), k)
+
+
+@pytest.mark.parametrize("w", [math.nan, -INF])
+def test_invalid_transition_raises(w):
+    with pytest.raises(ValueError, match="`transition`"):
+        hfy.sequential_ksubsets(torch.randn(5), 2, w)
+
+
+# --- CUDA ------------------------------------------------------------------------------------------------
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("w", [0.5, INF])
+def test_cuda_matches_cpu(w):
+    z = torch.from_numpy(random_scores((32, 12), 1.5, seed=1))
+    zc = z.cuda().requires_grad_()
+    out = hfy.sequential_ksubsets(zc, 3, w)
+    assert out.device.type == "cuda"
+    assert (out.cpu() - hfy.sequential_ksubsets(z, 3, w)).abs().max().item() <= REFERENCE_ATOL
+    (out * torch.linspace(-1, 1, 12, device="cuda", dtype=torch.float64)).sum().backward()
+    assert not torch.isnan(zc.grad).any()
+    y, b = hfy.budgeted_viterbi(z.cuda(), 3, w)
+    y_cpu, b_cpu = hfy.budgeted_viterbi(z, 3, w)
+    assert torch.equal(y.cpu(), y_cpu) and torch.equal(b.cpu(), b_cpu)

@@ -1,0 +1,404 @@
+"""General SparseMAP (active set, Jacobian, user oracles) and structured HFY networks (energy, margins, retrieval)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import hfy
+import hfy.reference as ref
+from hfy.oracle.sequential_ksubsets import sparsemap_enumerated
+from hfy.reference.sparsemap import sparsemap_bonus_derivative, sparsemap_jacobian
+from hfy.testing import (
+    FD_ATOL,
+    FD_STEP,
+    GRADCHECK,
+    ORACLE_ATOL,
+    PROPERTY_ATOL,
+    REFERENCE_ATOL,
+    random_scores,
+)
+
+INF = math.inf
+
+cuda = pytest.mark.cuda
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# --- a user-defined structure: one pattern from each of two groups ----------------------------------------
+#
+# Memories 0..2 form group G1 and 3..6 group G2; a structure picks one of each.  The pairwise feature is 1
+# when the two picks are "partners" (j = i + 3), so with weight w the MAP prefers partner pairs.
+
+G1, G2 = 3, 4
+N_GROUPS = G1 + G2
+PAIRS = [(i, G1 + j) for i in range(G1) for j in range(G2)]
+A_PAIRS = np.array([np.isin(np.arange(N_GROUPS), pair).astype(float) for pair in PAIRS])
+B_PAIRS = np.array([float(j == i + G1) for i, j in PAIRS])
+
+
+def two_groups(w: float = 0.0):
+    """Batched MAP over the 12 structures (torch): scores vᵀa + w b, argmax per row."""
+    A, b = torch.from_numpy(A_PAIRS), torch.from_numpy(B_PAIRS)
+
+    def oracle(v):
+        best = (v @ A.to(v).T + w * b.to(v)).argmax(-1)
+        return A.to(v)[best], b.to(v)[best]
+
+    return oracle
+
+
+def two_groups_np(v):
+    best = int(np.argmax(A_PAIRS @ v))
+    return A_PAIRS[best], B_PAIRS[best]
+
+
+def two_groups_np_bonus(w):
+    def oracle(v):
+        best = int(np.argmax(A_PAIRS @ v + w * B_PAIRS))
+        return A_PAIRS[best], B_PAIRS[best]
+
+    return oracle
+
+
+def top_k_oracle(k):
+    def oracle(v):
+        idx = v.topk(k, dim=-1).indices
+        return torch.zeros_like(v).scatter(-1, idx, 1.0), torch.zeros(v.shape[0], dtype=v.dtype)
+
+    return oracle
+
+
+def at_most_one(v):
+    """Structures {0} ∪ {e_i}: the best single entry, or nothing when every score is <= 0."""
+    best = v.argmax(-1, keepdim=True)
+    a = torch.zeros_like(v).scatter(-1, best, 1.0) * (v.gather(-1, best) > 0).to(v.dtype)
+    return a, torch.zeros(v.shape[0], dtype=v.dtype)
+
+
+def at_most_one_np(v):
+    a = np.zeros_like(v)
+    if v.max() > 0:
+        a[np.argmax(v)] = 1.0
+    return a, 0.0
+
+
+def fd_jacobian(f, x, h=FD_STEP):
+    cols = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = h
+        cols.append((f(x + e) - f(x - e)) / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+# --- general SparseMAP -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("w", [0.0, 0.7, -0.4])
+def test_user_oracle_triangle(w):
+    theta = random_scores((5, N_GROUPS), 1.0, seed=1)
+    mu = hfy.sparsemap(torch.from_numpy(theta), two_groups(w), w).numpy()
+    mu_ref = np.stack([ref.sparsemap_active_set(t, two_groups_np_bonus(w), w).mu for t in theta])
+    np.testing.assert_allclose(mu, mu_ref, rtol=0, atol=REFERENCE_ATOL)
+    mu_oracle = np.stack([sparsemap_enumerated(t, A_PAIRS, B_PAIRS, w) for t in theta[:3]])
+    np.testing.assert_allclose(mu_oracle, mu_ref[:3], rtol=0, atol=ORACLE_ATOL)
+    # the marginals live in the polytope: one unit of mass per group
+    np.testing.assert_allclose(mu[:, :G1].sum(1), 1.0, rtol=0, atol=PROPERTY_ATOL)
+    np.testing.assert_allclose(mu[:, G1:].sum(1), 1.0, rtol=0, atol=PROPERTY_ATOL)
+
+
+def test_without_bonus_the_groups_decouple_into_two_sparsemaxes():
+    """conv of the two-group structures is the product of two simplices: the projection is separable."""
+    theta = torch.from_numpy(random_scores((6, N_GROUPS), 2.0, seed=2))
+    mu = hfy.SparseMAP(two_groups()).predict(theta)
+    expected = torch.cat([hfy.sparsemax(theta[:, :G1]), hfy.sparsemax(theta[:, G1:])], dim=1)
+    np.testing.assert_allclose(mu.numpy(), expected.numpy(), rtol=0, atol=REFERENCE_ATOL)
+
+
+def test_general_solver_with_top_k_is_ksubsets():
+    theta = torch.from_numpy(random_scores((8, 10), 2.0, seed=3))
+    for k in (1, 2, 4):
+        np.testing.assert_allclose(hfy.sparsemap(theta, top_k_oracle(k)).numpy(), hfy.ksubsets(theta, k).numpy(),
+                                   rtol=0, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.7])
+def test_active_set_certificate(w):
+    """c_s − a_sᵀμ = τ on the active structures and <= τ on every structure (the KKT conditions)."""
+    for seed in range(4):
+        theta = random_scores((N_GROUPS,), 1.5, seed)
+        act = ref.sparsemap_active_set(theta, two_groups_np_bonus(w), w)
+        gains = A_PAIRS @ (theta - act.mu) + w * B_PAIRS
+        active_gains = act.structures @ (theta - act.mu) + w * act.features
+        np.testing.assert_allclose(active_gains, act.tau, rtol=0, atol=PROPERTY_ATOL)
+        assert gains.max() <= act.tau + PROPERTY_ATOL
+        np.testing.assert_allclose(act.structures.T @ act.weights, act.mu, rtol=0, atol=PROPERTY_ATOL)
+        assert abs(act.weights.sum() - 1) <= PROPERTY_ATOL and (act.weights >= 0).all()
+
+
+def test_marginals_unique_weights_not():
+    """Two different mixtures of k-subsets with the same marginals: SparseMAP returns the marginals, not π."""
+    a = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=float)
+    b = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=float)
+    assert np.array_equal(0.5 * a.sum(0), 0.5 * b.sum(0))
+    theta = np.full(4, 0.3)  # μ = (k/N)·1 = ½·1, reachable from both mixtures
+    np.testing.assert_allclose(ref.ksubsets(theta, 2), 0.5 * a.sum(0), rtol=0, atol=PROPERTY_ATOL)
+
+
+def test_gradcheck_user_oracle():
+    z = torch.from_numpy(random_scores((4, N_GROUPS), 1.0, seed=4)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: hfy.sparsemap(t, two_groups()), (z,), **GRADCHECK)
+    reg = hfy.SparseMAP(two_groups())
+    assert torch.autograd.gradcheck(lambda t: reg.predict(t, dim=0), (z.detach().T.contiguous().requires_grad_(),),
+                                    **GRADCHECK)
+
+
+def test_gradcheck_user_oracle_in_the_bonus():
+    z = torch.from_numpy(random_scores((4, N_GROUPS), 1.0, seed=5)).requires_grad_()
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, s: hfy.sparsemap(t, two_groups(float(s.detach())), s), (z, w),
+                                    **GRADCHECK)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_jacobians_match_finite_differences(seed):
+    w = 0.7
+    theta = random_scores((N_GROUPS,), 1.0, seed)
+    oracle = two_groups_np_bonus(w)
+    act = ref.sparsemap_active_set(theta, oracle, w)
+    fd = fd_jacobian(lambda t: ref.sparsemap_active_set(t, oracle, w).mu, theta)
+    np.testing.assert_allclose(sparsemap_jacobian(act), fd, rtol=0, atol=FD_ATOL)
+    fd_w = (ref.sparsemap_active_set(theta, two_groups_np_bonus(w + FD_STEP), w + FD_STEP).mu
+            - ref.sparsemap_active_set(theta, two_groups_np_bonus(w - FD_STEP), w - FD_STEP).mu) / (2 * FD_STEP)
+    np.testing.assert_allclose(sparsemap_bonus_derivative(act), fd_w, rtol=0, atol=FD_ATOL)
+    auto = torch.autograd.functional.jacobian(lambda t: hfy.sparsemap(t[None], two_groups(w), w)[0],
+                                              torch.from_numpy(theta))
+    np.testing.assert_allclose(auto.numpy(), sparsemap_jacobian(act), rtol=0, atol=REFERENCE_ATOL)
+
+
+def test_jacobian_with_the_empty_structure_active():
+    """Structures {0, e_1, …, e_N}: μ is the projection onto {μ >= 0, Σμ <= 1}; at θ = (0.3, −1, −2) it is
+    (0.3, 0, 0), a mixture of e_1 and 0, and locally μ_1 = θ_1, so ∂μ_1/∂θ_1 = 1."""
+    theta = np.array([0.3, -1.0, -2.0])
+    act = ref.sparsemap_active_set(theta, at_most_one_np)
+    np.testing.assert_allclose(act.mu, [0.3, 0.0, 0.0], rtol=0, atol=PROPERTY_ATOL)
+    expected = np.diag([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(fd_jacobian(lambda t: ref.sparsemap_active_set(t, at_most_one_np).mu, theta), expected,
+                               rtol=0, atol=FD_ATOL)
+    np.testing.assert_allclose(sparsemap_jacobian(act), expected, rtol=0, atol=FD_ATOL)
+    auto = torch.autograd.functional.jacobian(lambda t: hfy.sparsemap(t[None], at_most_one)[0], torch.from_numpy(theta))
+    np.testing.assert_allclose(auto.numpy(), expected, rtol=0, atol=REFERENCE_ATOL)
+
+
+def test_regulariser_danskin_and_conjugate():
+    theta = torch.from_numpy(random_scores((4, N_GROUPS), 1.5, seed=6)).requires_grad_()
+    w = 0.7
+    reg = hfy.SparseMAP(two_groups(w), w)
+    reg.conjugate(theta).sum().backward()
+    mu = reg.predict(theta.detach())
+    np.testing.assert_allclose(theta.grad.numpy(), mu.numpy(), rtol=0, atol=PROPERTY_ATOL)
+    expected = ref.SparseMAP(two_groups_np_bonus(w), w).conjugate(theta.detach().numpy())
+    np.testing.assert_allclose(reg.conjugate(theta.detach()).numpy(), expected, rtol=0, atol=REFERENCE_ATOL)
+    # with a bonus, Ω* counts the expected bonus w Σ π_s b_s, which the loss at μ keeps
+    act = ref.SparseMAP(two_groups_np_bonus(w), w)
+    bonus = np.array([w * a.weights @ a.features for a in map(act.solve, theta.detach().numpy())])
+    np.testing.assert_allclose(reg.loss(theta.detach(), mu).numpy(), bonus, rtol=0, atol=REFERENCE_ATOL)
+    plain = hfy.SparseMAP(two_groups())
+    assert (plain.loss(theta.detach(), plain.predict(theta.detach())).abs() <= PROPERTY_ATOL).all()
+
+
+def test_energy_needs_a_reference_point():
+    X, q = torch.randn(N_GROUPS, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="reference_point"):
+        hfy.energy(q, X, 1.0, hfy.SparseMAP(two_groups()))
+    ybar = torch.from_numpy(A_PAIRS.mean(0))
+    assert torch.isfinite(hfy.energy(q, X, 1.0, hfy.SparseMAP(two_groups(), reference_point=ybar)))
+
+
+# --- structured HFY: energies -----------------------------------------------------------------------------
+
+
+def structured_regularisers():
+    u = torch.from_numpy(np.random.default_rng(0).uniform(0.1, 0.3, 12))
+    return [
+        ("KSubsets(1)", hfy.KSubsets(1), 12),
+        ("KSubsets(2)", hfy.KSubsets(2), 12),
+        ("KSubsets(3)", hfy.KSubsets(3), 12),
+        ("KSubsets(3, at most)", hfy.KSubsets(3, exactly_k=False), 12),
+        ("SequentialKSubsets(2, 0)", hfy.SequentialKSubsets(2, 0.0), 12),
+        ("SequentialKSubsets(2, 0.5)", hfy.SequentialKSubsets(2, 0.5), 12),
+        ("SequentialKSubsets(3, -0.3, at most)", hfy.SequentialKSubsets(3, -0.3, exactly_k=False), 12),
+        ("SequentialKSubsets(2, inf)", hfy.SequentialKSubsets(2, INF), 12),
+        ("ConstrainedSparsemax(u)", hfy.ConstrainedSparsemax(u), 12),
+        ("SparseMAP(two groups)", hfy.SparseMAP(two_groups(), reference_point=torch.from_numpy(A_PAIRS.mean(0))),
+         N_GROUPS),
+    ]
+
+
+#: trajectories checked by :func:`test_energy_decreases_along_trajectories`: 10 regularisers × 3 β × 16 queries.
+N_TRAJECTORIES = 10 * 3 * 16
+
+
+@pytest.mark.parametrize("name,omega,n", structured_regularisers(), ids=[r[0] for r in structured_regularisers()])
+def test_energy_decreases_along_trajectories(name, omega, n):
+    """E(q_{t+1}) <= E(q_t) along the CCCP iteration, for 48 random trajectories per regulariser."""
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    q0 = 2.0 * torch.randn(16, 6, generator=g, dtype=torch.float64)
+    for beta in (0.3, 1.0, 4.0):
+        res = hfy.retrieve(q0, X, beta, omega, max_iter=10, trace=True)
+        steps = res.energies[1:] - res.energies[:-1]
+        assert steps.max().item() <= PROPERTY_ATOL, f"β = {beta}: energy rose by {steps.max().item():.2e}"
+        assert torch.isfinite(res.energies).all()
+
+
+@pytest.mark.parametrize("name,omega,omega_ref", [
+    ("KSubsets(2)", hfy.KSubsets(2), ref.KSubsets(2)),
+    ("KSubsets(3, at most)", hfy.KSubsets(3, exactly_k=False), ref.KSubsets(3, exactly_k=False)),
+    ("SequentialKSubsets(2, 0.5)", hfy.SequentialKSubsets(2, 0.5), ref.SequentialKSubsets(2, 0.5)),
+    ("SequentialKSubsets(3, inf)", hfy.SequentialKSubsets(3, INF), ref.SequentialKSubsets(3, INF)),
+])
+def test_energy_and_update_agree_with_reference(name, omega, omega_ref):
+    X, q = random_scores((10, 5), 1.0, 1), random_scores((6, 5), 2.0, 2)
+    e = hfy.energy(torch.from_numpy(q), torch.from_numpy(X), 0.8, omega).numpy()
+    np.testing.assert_allclose(e, ref.energy(q, X, 0.8, omega_ref), rtol=0, atol=REFERENCE_ATOL)
+    q1 = hfy.update(torch.from_numpy(q), torch.from_numpy(X), 0.8, omega).numpy()
+    np.testing.assert_allclose(q1, ref.update(q, X, 0.8, omega_ref)[0], rtol=0, atol=REFERENCE_ATOL)
+
+
+def test_ksubsets_energy_uses_the_structured_reference_point():
+    """'fy': E = ½‖q‖² − β⁻¹Ω*(βXq) + ½‖Xᵀȳ‖² − β⁻¹½‖ȳ‖² with ȳ = (k/N)·1."""
+    X, q = torch.from_numpy(random_scores((9, 4), 1.0, 3)), torch.from_numpy(random_scores((5, 4), 1.0, 4))
+    beta, k = 1.7, 3
+    ybar = torch.full((9,), k / 9, dtype=torch.float64)
+    theta = beta * q @ X.T
+    mu = hfy.ksubsets(theta, k)
+    conj = (theta * mu).sum(-1) - 0.5 * (mu * mu).sum(-1)
+    expected = 0.5 * (q * q).sum(-1) - conj / beta + 0.5 * (ybar @ X).square().sum() - 0.5 * ybar.square().sum() / beta
+    np.testing.assert_allclose(hfy.energy(q, X, beta, hfy.KSubsets(k)).numpy(), expected.numpy(), rtol=0,
+                               atol=REFERENCE_ATOL)
+
+
+def test_ksubsets_energy_with_a_mask_matches_the_unmasked_memories():
+    X, q = torch.from_numpy(random_scores((8, 5), 1.0, 5)), torch.from_numpy(random_scores((3, 5), 1.0, 6))
+    mask = torch.tensor([True] * 6 + [False] * 2)
+    masked = hfy.energy(q, X, 1.3, hfy.KSubsets(2), mask=mask)
+    np.testing.assert_allclose(masked.numpy(), hfy.energy(q, X[mask], 1.3, hfy.KSubsets(2)).numpy(), rtol=0,
+                               atol=REFERENCE_ATOL)
+    expected = ref.energy(q.numpy(), X.numpy(), 1.3, ref.KSubsets(2), mask=mask.numpy())
+    np.testing.assert_allclose(masked.numpy(), expected, rtol=0, atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(hfy.update(q, X, 1.3, hfy.KSubsets(2), mask=mask).numpy(),
+                               hfy.update(q, X[mask], 1.3, hfy.KSubsets(2)).numpy(), rtol=0, atol=REFERENCE_ATOL)
+
+
+# --- structured HFY: margins and association retrieval ------------------------------------------------
+
+
+def test_update_returns_the_sum_of_the_retrieved_patterns():
+    """Integral marginals with Σμ = k: q ← Xᵀμ is a sum of k patterns, never their average."""
+    X = torch.from_numpy(random_scores((6, 4), 1.0, 7))
+    q = gap_scaled_queries(X, 2, 5, 1.0, 1.5, seed=0)
+    q1, mu = hfy.update(q, X, 1.0, hfy.KSubsets(2), return_weights=True)
+    top = (q @ X.T).topk(2, dim=-1).indices
+    assert ((mu == 0) | (mu == 1)).all() and (mu.sum(-1) == 2).all()
+    np.testing.assert_allclose(q1.numpy(), X[top].sum(1).numpy(), rtol=0, atol=REFERENCE_ATOL)
+    assert (q1 - X[top].mean(1)).abs().max().item() > 0.1
+
+
+def gap_scaled_queries(X, k, n_queries, beta, gap, seed):
+    """Random queries rescaled so that the k-gap of βXq equals ``gap`` times a factor in [1, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n_queries, X.shape[1], generator=g, dtype=torch.float64)
+    s = (q @ X.T).sort(-1, descending=True).values
+    raw = s[:, k - 1] - s[:, k]
+    factor = 1.0 + torch.rand(n_queries, 1, generator=g, dtype=torch.float64)
+    return q * (gap * factor / (beta * raw[:, None]))
+
+
+@pytest.mark.parametrize("n", [30, 300])  # 300 > 4 × 64 runs the update's sparse top-64 path
+@pytest.mark.parametrize("k", [2, 3])
+def test_exact_association_retrieval_when_the_k_gap_is_at_least_one_over_beta(k, n):
+    """1200 random queries per case whose k-gap of βXq is >= 1: one update gives Σ_{top-k} x_i exactly."""
+    X = torch.from_numpy(random_scores((n, 16), 1.0, 8 + k))
+    beta = 0.7
+    q = gap_scaled_queries(X, k, 1200, beta, 1.0, seed=k)
+    q1 = hfy.update(q, X, beta, hfy.KSubsets(k))
+    _, mu = hfy.update(q, X, beta, hfy.KSubsets(k), return_weights=True)
+    top = (q @ X.T).topk(k, dim=-1).indices
+    expected = X[top].sum(1)
+    assert (q1 - expected).abs().max().item() <= REFERENCE_ATOL
+    assert (mu.sum(-1) - k).abs().max().item() <= PROPERTY_ATOL
+    # "exact": the marginals are the 0/1 indicator of the top k, bit for bit, as in the reference
+    theta = beta * (q @ X.T)
+    for row in range(0, 1200, 100):
+        target = np.isin(np.arange(n), top[row].numpy()).astype(float)
+        assert np.array_equal(ref.ksubsets(theta[row].numpy(), k), target)
+    assert ((mu == 0) | (mu == 1)).all(), f"{int((((mu > 0) & (mu < 1)).any(-1)).sum())} of 1200 rows not 0/1"
+    assert (mu.gather(-1, top) == 1).all()
+    # just below the margin the marginals are fractional and the update is not a sum of k patterns
+    q_near = gap_scaled_queries(X, k, 200, beta, 0.999 / 2.0, seed=k + 50)
+    _, mu_near = hfy.update(q_near, X, beta, hfy.KSubsets(k), return_weights=True)
+    assert ((mu_near > 0) & (mu_near < 1)).any(-1).all()
+
+
+def test_windows_association_retrieval():
+    """k = 2, w = inf: the update returns x_i + x_{i+1} exactly when pair {i, i+1} beats every overlapping pair
+    by >= 1 and every disjoint pair by >= 2 (in βXq), and is fractional otherwise."""
+    X = torch.from_numpy(random_scores((10, 8), 1.0, 9))
+    g = torch.Generator().manual_seed(3)
+    q = 1.5 * torch.randn(400, 8, generator=g, dtype=torch.float64)
+    beta = 1.0
+    q1, nu = hfy.update(q, X, beta, hfy.SequentialKSubsets(2, INF), return_weights=True)
+    theta = beta * q @ X.T
+    pair = theta[:, :-1] + theta[:, 1:]
+    best = pair.argmax(-1)
+    lead = pair.gather(-1, best[:, None]) - pair
+    dist = (torch.arange(9)[None, :] - best[:, None]).abs()
+    ok = ((lead >= 1) | (dist != 1)).all(-1) & ((lead >= 2) | (dist < 2)).all(-1)
+    assert 0 < int(ok.sum()) < 400
+    expected = X[best] + X[best + 1]
+    exact = (q1 - expected).abs().amax(-1) <= REFERENCE_ATOL
+    integral = ((nu == 0) | (nu == 1)).all(-1)
+    assert torch.equal(exact & integral, ok)
+
+
+def test_sequential_recall_step_recovers_the_neighbour():
+    """The update is a sum, so q ← Xᵀν − q removes the current pattern from the pair and leaves its successor."""
+    H = torch.tensor([[1.0]])
+    for _ in range(4):
+        H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)], 0)
+    X = H.to(torch.float64)  # 16 orthogonal ±1 patterns of dimension 16
+    for c in range(1, 14):
+        penalty = torch.zeros(16, dtype=torch.float64)
+        penalty[c - 1] = 1e3  # the previous pattern was already used
+        theta = 0.2 * X @ X[c] - penalty  # pair (c, c+1) leads overlapping pairs by 3.2, disjoint ones by 3.2
+        nu = hfy.sequential_ksubsets(theta, 2, INF)
+        q_next = nu @ X - X[c]
+        assert torch.equal(nu, torch.eye(16, dtype=torch.float64)[[c, c + 1]].sum(0))
+        assert torch.equal(q_next, X[c + 1])
+
+
+def test_small_beta_limit_is_k_times_the_mean_pattern():
+    X, q = torch.from_numpy(random_scores((12, 5), 1.0, 10)), torch.from_numpy(random_scores((4, 5), 1.0, 11))
+    for k in (1, 3):
+        q1 = hfy.update(q, X, 1e-12, hfy.KSubsets(k))
+        assert (q1 - k * X.mean(0)).abs().max().item() <= PROPERTY_ATOL
+
+
+# --- CUDA ------------------------------------------------------------------------------------------------
+
+
+@cuda
+@needs_cuda
+def test_cuda_structured_update_and_general_sparsemap():
+    X = torch.from_numpy(random_scores((300, 16), 1.0, 1))
+    q = gap_scaled_queries(X, 2, 64, 1.0, 1.0, seed=1)
+    cpu = hfy.update(q, X, 1.0, hfy.KSubsets(2))
+    gpu = hfy.update(q.cuda(), X.cuda(), 1.0, hfy.KSubsets(2))
+    assert (gpu.cpu() - cpu).abs().max().item() <= REFERENCE_ATOL
+    theta = torch.from_numpy(random_scores((16, N_GROUPS), 1.0, 2))
+    mu = hfy.sparsemap(theta.cuda(), two_groups(0.7), 0.7)
+    assert (mu.cpu() - hfy.sparsemap(theta, two_groups(0.7), 0.7)).abs().max().item() <= REFERENCE_ATOL
