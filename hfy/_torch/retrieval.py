@@ -58,7 +58,9 @@ def certify(X: torch.Tensor, beta: float, omega="sparsemax") -> Certificate:
     For Ψ = identity (and, by idempotence, for ℓ2 or layer norm with memories
     in the image of the map), memory i is a fixed point when its separation
     Δ_i is at least m/β, and every state within (Δ_i − m/β)/(2M) of it is
-    retrieved exactly in one update.  Maps without a margin certify nothing.
+    retrieved exactly in one update.  Maps without a margin certify nothing.  The test is exact
+    arithmetic on the computed separations: a memory within a few rounding units of Δ_i = m/β can
+    be certified with radius ~0 while the floating-point update misses x_i by an ulp.
 
     See Also
     --------

@@ -50,7 +50,9 @@ def certify(X, beta: float, omega="sparsemax") -> Certificate:
     """Certify exact fixed points and one-step basin radii of every memory (eq-retrieval-basin).
 
     ``fixed_point[i]`` is True when Δ_i >= m/β (sufficient; also necessary when
-    x_i lies outside the convex hull of the other memories).  ``basin_radius[i]``
+    x_i lies outside the convex hull of the other memories).  The test is exact arithmetic on the
+    computed separations: a memory within a few rounding units of Δ_i = m/β can be certified with
+    radius ~0 while the floating-point update misses x_i by an ulp.  ``basin_radius[i]``
     is (Δ_i − m/β)/(2M) where positive and 0 otherwise.  Maps without a margin
     (softmax) certify nothing.
     """
