@@ -357,8 +357,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.out:
         write_csv(rows, args.out)
     print(format_table(rows))
-    for name, ok in criteria(rows).items() if set(METHODS) <= {r["method"] for r in rows} else []:
-        print(f"{name}: {'holds' if ok else 'fails'}")
+    if set(METHODS) <= {r["method"] for r in rows}:
+        for name, ok in criteria(rows).items():
+            print(f"{name}: {'holds' if ok else 'fails'}")
 
 
 __all__ = ["METHODS", "BETAS", "BINS", "N_ITER", "SOFTMAX_THRESHOLD", "TIERS", "method_omega", "threshold",
