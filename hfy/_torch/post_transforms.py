@@ -81,6 +81,9 @@ class L2Normalize(PostTransform):
         return self.radius * torch.linalg.vector_norm(z, dim=-1)
 
     def predict(self, z):
+        # ŷ is invariant to positive scaling: divide by max |z| first so that huge scores cannot overflow the norm
+        top = z.detach().abs().amax(-1, keepdim=True)
+        z = z / torch.where((top > 1.0) & torch.isfinite(top), top, torch.ones_like(top))
         norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
         big = norm > self.eps
         return torch.where(big, self.radius * z / torch.where(big, norm, torch.ones_like(norm)), torch.zeros_like(z))
@@ -121,6 +124,9 @@ class LayerNorm(PostTransform):
 
     def predict(self, z):
         d = z.shape[-1]
+        if self.eps == 0.0:  # scale invariant: divide by max |z| first so that the variance cannot overflow
+            top = z.detach().abs().amax(-1, keepdim=True)
+            z = z / torch.where((top > 1.0) & torch.isfinite(top), top, torch.ones_like(top))
         pz = z - z.mean(-1, keepdim=True)
         var = (pz * pz).sum(-1, keepdim=True) / (d - 1 if self.unbiased else d)
         # z constant up to rounding (the computed mean leaves Pz of order ulp·|z|): return 0, not ±1

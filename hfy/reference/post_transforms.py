@@ -93,6 +93,8 @@ class L2Normalize(PostTransform):
 
     def predict(self, z):
         z = np.asarray(z, dtype=np.float64)
+        top = np.max(np.abs(z), axis=-1, keepdims=True)  # scale invariance: avoid overflow in the norm
+        z = z / np.where((top > 1.0) & np.isfinite(top), top, 1.0)
         norm = np.linalg.norm(z, axis=-1, keepdims=True)
         safe = np.where(norm > self.eps, norm, 1.0)
         return np.where(norm > self.eps, self.radius * z / safe, 0.0)
@@ -136,6 +138,9 @@ class LayerNorm(PostTransform):
     def predict(self, z):
         z = np.asarray(z, dtype=np.float64)
         d = z.shape[-1]
+        if self.eps == 0.0:  # scale invariance: avoid overflow in the variance
+            top = np.max(np.abs(z), axis=-1, keepdims=True)
+            z = z / np.where((top > 1.0) & np.isfinite(top), top, 1.0)
         pz = z - z.mean(axis=-1, keepdims=True)
         var = np.sum(pz * pz, axis=-1, keepdims=True) / (d - 1 if self.unbiased else d)
         # z constant up to rounding (the computed mean leaves Pz of order ulp·|z|): return 0, not ±1
