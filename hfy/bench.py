@@ -242,7 +242,7 @@ def bench_structured(reps: int = 5, seed: int = 0, seq_rows_reference: int = 8, 
                            - ref_seq(z[:seq_rows_reference].numpy(), k, 0.01)).max())
         rows.append(dict(case=f"sequential_ksubsets k={k}, 256×128", ours_ms=1e3 * t_ours,
                          peer=f"numpy reference looped ({seq_rows_reference} rows, scaled)", peer_ms=1e3 * t_ref,
-                         speedup=t_ref / t_ours, target=20.0, note=f"max |hfy − ref| {err:.1e}"))
+                         speedup=t_ref / t_ours, target=20.0, note=f"max abs(hfy − ref) {err:.1e}"))
         if cvxpy:
             from .oracle.sequential_ksubsets import sequential_ksubsets as cvx_seq
 
@@ -272,7 +272,7 @@ def bench_structured(reps: int = 5, seed: int = 0, seq_rows_reference: int = 8, 
                        - np.stack([_numpy_capped_sort(a, b) for a, b in zip(xu[:64], uu[:64])])).max())
     rows.append(dict(case="constrained_sparsemax 1024×1024, forward", ours_ms=1e3 * t_ours,
                      peer="sort-based numpy loop over rows", peer_ms=1e3 * t_np, speedup=t_np / t_ours, target=None,
-                     note=f"max |hfy − numpy| (float64) {err:.1e}"))
+                     note=f"max abs(hfy − numpy) (float64) {err:.1e}"))
     return rows
 
 
