@@ -217,6 +217,76 @@ def test_sparse_top64_path_equals_dense(om, psi):
         assert bool((support < 64).any()) or beta < 1
 
 
+def _subsample_bounds(theta, omega):
+    """The threshold bound of the large-support path, recomputed: per row, the largest score with zero weight on
+    the top 64 plus every SUBSAMPLE-th score below them (−inf when that subset has no zero weight)."""
+    from hfy._torch import energy as fast
+
+    flat = theta.reshape(-1, theta.shape[-1])
+    top = flat.topk(fast.TOPK, dim=-1).values
+    sub = flat[:, :: fast.SUBSAMPLE]
+    sub = torch.where(sub < top[:, -1:], sub, torch.full_like(sub, -math.inf))
+    subset = torch.cat([top, sub], dim=-1)
+    return torch.where(omega.predict(subset) == 0, subset, torch.full_like(subset, -math.inf)).amax(-1)
+
+
+@pytest.mark.parametrize("om", THRESHOLD_OMEGAS, ids=[o[0] for o in THRESHOLD_OMEGAS])
+@pytest.mark.parametrize("product", ["sparse", "dense"])
+def test_large_support_path_equals_dense(om, product, monkeypatch):
+    """Rows whose support exceeds the top 64 get a threshold bound from a column subsample, the map on the scores
+    above it (certified by a sentinel at the bound) and a sparse (CSR) or dense product with X; rows with no
+    bound use the dense map.  Every branch must equal the dense update in float64: all rows or some rows spilling,
+    certified and uncertified rows in one batch, 1-D and per-query masks."""
+    from hfy._torch import energy as fast
+
+    _, t_om, _, _, _ = om
+    monkeypatch.setattr(fast, "SPARSE_PRODUCT_RATIO", 1 if product == "sparse" else 10**9)
+    n, d = 2048, 16
+    X = T(memories(n, d, 31, scale=4.0))
+    base = T(random_scores((3, 4, d), 1.0, 32))
+    # from near-uniform (support = N, no usable bound) through hundreds of memories to a handful
+    scales = torch.tensor([[1e-4, 0.05, 0.1, 0.2], [0.3, 0.5, 1.0, 2.0], [4.0, 8.0, 0.08, 0.15]],
+                          dtype=torch.float64)
+    q = base * scales[..., None]
+    seen_certified = seen_unbounded = False
+    for beta, mask in [(1.0, None), (1.0, T(random_mask((n,), 33))), (1.0, T(random_mask((3, 4, n), 34))),
+                       (1e-3, None)]:  # the last: every row spills
+        fast_q = hfy.update(q, X, beta, t_om, "identity", mask)
+        dense_q, p = hfy.update(q, X, beta, t_om, "identity", mask, return_weights=True)
+        np.testing.assert_allclose(fast_q.numpy(), dense_q.numpy(), rtol=0, atol=REFERENCE_ATOL)
+        theta = fast.scores(q, X, beta, mask)
+        support = (p > 0).sum(-1).flatten()
+        bounds = _subsample_bounds(theta, t_om)
+        spill = support > fast.TOPK
+        seen_certified |= bool((spill & torch.isfinite(bounds)).any())
+        seen_unbounded |= bool((spill & torch.isinf(bounds)).any())
+        if beta == 1e-3:
+            assert bool(spill.all())
+    assert seen_certified and seen_unbounded
+
+
+def test_large_support_path_low_precision():
+    """The top-64 and large-support paths in float32, float16 and bfloat16 (on CPU the products below float32
+    are gathered, not CSR) agree with the dense update in the same precision, and in float32 with float64.
+    (Half-precision scores of size ~50 are rounded by ~0.2, so their comparison with float64 says nothing
+    about the path.)"""
+    n, d = 2048, 16
+    X = T(memories(n, d, 41, scale=4.0))
+    q = T(random_scores((8, d), 1.0, 42)) * torch.linspace(0.05, 4.0, 8, dtype=torch.float64)[:, None]
+    for omega in (hfy.Tsallis(1.5), hfy.NormEntropy(2.0)):
+        want64 = hfy.update(q, X, 1.0, omega)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            got = hfy.update(q.to(dtype), X.to(dtype), 1.0, omega)
+            want, _ = hfy.update(q.to(dtype), X.to(dtype), 1.0, omega, return_weights=True)
+            assert got.dtype == dtype
+            scale = 1 + float(want64.abs().max())
+            np.testing.assert_allclose(got.double().numpy(), want.double().numpy(), rtol=0,
+                                       atol=dtype_atol(dtype) * scale)
+            if dtype == torch.float32:
+                np.testing.assert_allclose(got.double().numpy(), want64.numpy(), rtol=0,
+                                           atol=dtype_atol(dtype) * scale)
+
+
 # --- monotone decrease -----------------------------------------------------------------------------------------
 
 #: random configurations (N, D, scale, β) per model and queries per configuration; each query is one
@@ -723,10 +793,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def check_device_matches_cpu(device, om, ps):
-    """energy, update (dense, attention and top-64 paths) and retrieve on ``device`` vs CPU float64."""
+    """energy, update (dense, attention, top-64 and large-support paths) and retrieve on ``device`` vs CPU float64."""
     _, t_om, _, _, _ = om
     _, t_ps, r_ps, _, _ = ps
-    for n in (9, 300):
+    for n in (9, 300, 2048):
         X = T(memories(n, 6, 191, scale=3.0))
         base = T(states(r_ps, (2, 3, 6), 192))
         q = t_ps.predict(base * torch.tensor([1e-3, 1.0, 5.0], dtype=torch.float64)[:, None])
