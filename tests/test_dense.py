@@ -172,16 +172,25 @@ def test_exponential_shift_does_not_overflow(psi, dtype):
 
 
 def test_exponential_shift_rescales_the_weights():
-    """For a Ψ that is not scale invariant (identity) the shift is visible: the weights are divided by e^{max θ}."""
+    """The shifted weights are the plain ones divided by e^{max θ}; a Ψ that is not scale invariant (identity,
+    tanh) would see the factor, so update, retrieve and HFY refuse the pair, naming `psi`."""
     X = pm1((5, 8), 15)
     q = np.random.default_rng(16).uniform(-1, 1, (3, 8))
     beta = 0.5
     theta = beta * q @ X.T
-    _, y_plain = hfy.update(T(q), T(X), beta, hfy.ExponentialDAM(), "identity", return_weights=True)
-    _, y_shift = hfy.update(T(q), T(X), beta, hfy.ExponentialDAM(shift=True), "identity", return_weights=True)
+    y_plain = hfy.ExponentialDAM().predict(T(theta))
+    y_shift = hfy.ExponentialDAM(shift=True).predict(T(theta))
     np.testing.assert_allclose(y_shift.numpy(), y_plain.numpy() / np.exp(theta.max(-1, keepdims=True)), rtol=0,
                                atol=REFERENCE_ATOL)
     assert np.allclose(y_shift.numpy().max(-1), 1.0, rtol=0, atol=REFERENCE_ATOL)
+    shifted = hfy.ExponentialDAM(shift=True)
+    for psi in ("identity", "tanh", hfy.Tanh(0.3)):
+        for call in (lambda: hfy.update(T(q), T(X), beta, shifted, psi),
+                     lambda: hfy.update(T(q), T(X), beta, shifted, psi, return_weights=True),
+                     lambda: hfy.retrieve(T(q), T(X), beta, shifted, psi),
+                     lambda: hfy.HFY(T(X), beta, shifted, psi)):
+            with pytest.raises(ValueError, match="`psi`"):
+                call()
 
 
 def test_exponential_conjugate_domain():

@@ -82,11 +82,12 @@ class ExponentialDAM(SeparableDAM):
     ``shift=True`` makes :meth:`predict` return exp(θ − max θ), a positive
     rescaling of each row that cannot overflow; it leaves the sign, ℓ2 and
     layer-norm post-transformations unchanged (they are invariant to positive
-    scaling) but not tanh or the identity.
+    scaling) but not tanh or the identity, which :func:`hfy.update` refuses.
     """
 
     def __init__(self, shift: bool = False):
         self.shift = bool(shift)
+        self.rescaled = self.shift
 
     def F(self, t):
         return torch.exp(t)

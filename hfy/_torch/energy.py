@@ -61,6 +61,13 @@ def as_psi(psi: Union[str, PostTransform]) -> PostTransform:
     return psi
 
 
+def _check_pair(omega: Regularizer, psi: PostTransform) -> None:
+    """Ω whose prediction is rescaled per row (an overflow guard) needs a Ψ that ignores the scale."""
+    if omega.rescaled and not psi.scale_invariant:
+        raise ValueError(f"`psi` = {psi!r} is not invariant to positive scaling, so it cannot follow {omega!r}, "
+                         "whose weights are rescaled per query; use sign, l2 or layernorm, or shift=False")
+
+
 def _check_beta(beta) -> None:
     if isinstance(beta, torch.Tensor):
         if beta.numel() != 1:
@@ -319,6 +326,7 @@ def update(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax",
     With Shannon and identity Ψ this is one step of attention with keys = values = X.
     """
     omega, psi = as_omega(omega), as_psi(psi)
+    _check_pair(omega, psi)
     Xu, m = _prepare(q, X, beta, omega, mask)
     if not return_weights:
         if isinstance(omega, Shannon) and type(omega) is Shannon:
@@ -382,6 +390,7 @@ def retrieve(q: torch.Tensor, X: torch.Tensor, beta: float = 1.0, omega="softmax
     if not tol >= 0:
         raise ValueError(f"`tol` must be >= 0; got {tol}")
     omega, psi = as_omega(omega), as_psi(psi)
+    _check_pair(omega, psi)
     _prepare(q, X, beta, omega, mask)
     batch = q.shape[:-1]
     flat = q.reshape(-1, q.shape[-1]).clone()
@@ -445,6 +454,7 @@ class HFY(nn.Module):
                  mask: Optional[torch.Tensor] = None, pretransform: bool = False):
         super().__init__()
         self.omega, self.psi = as_omega(omega), as_psi(psi)
+        _check_pair(self.omega, self.psi)
         _check_beta(beta)
         self.beta = beta
         memories = self.psi.predict(X) if pretransform else X

@@ -83,6 +83,10 @@ class Regularizer:
     #: True when dom Ω lies in the simplex and Ω is a generalised negentropy (H(u) exists).
     simplex: bool = True
 
+    #: True when :meth:`predict` returns ŷ_Ω only up to a positive factor per row (an overflow guard);
+    #: the update is then exact only with a scale-invariant Ψ.
+    rescaled: bool = False
+
     #: True when a −inf score means "masked" for the prediction map (else masks select memories).
     @property
     def inf_mask(self) -> bool:

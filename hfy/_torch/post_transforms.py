@@ -31,6 +31,9 @@ class PostTransform:
 
     idempotent: bool = True
 
+    #: True when ŷ_Ψ(c z) = ŷ_Ψ(z) for every c > 0 (sign, ℓ2 and layer normalisation).
+    scale_invariant: bool = False
+
     def psi(self, q: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Ψ(q) along the last axis (+inf outside the domain)."""
         raise NotImplementedError
@@ -68,6 +71,8 @@ class Identity(PostTransform):
 class L2Normalize(PostTransform):
     """Ψ = indicator of the ball of radius ``radius``; ŷ_Ψ(z) = radius · z/‖z‖ (0 when ‖z‖ <= eps)."""
 
+    scale_invariant = True
+
     def __init__(self, radius: float = 1.0, eps: float = 1e-12):
         if not radius > 0:
             raise ValueError(f"`radius` must be > 0; got {radius}")
@@ -97,6 +102,8 @@ class LayerNorm(PostTransform):
     argmax, nor idempotent); ``unbiased=True`` uses the unbiased std (radius
     √(D − 1)), for parity with code that does.  At z − z̄ = 0 the map returns 0.
     """
+
+    scale_invariant = True
 
     def __init__(self, eps: float = 0.0, unbiased: bool = False):
         if eps < 0:
@@ -138,6 +145,8 @@ class LayerNorm(PostTransform):
 
 class Sign(PostTransform):
     """Ψ = indicator of [−1, 1]^D; ŷ_Ψ = sign with sign(0) = 0 (classical Hopfield)."""
+
+    scale_invariant = True
 
     def psi(self, q):
         return _inf_unless((q.abs() <= 1 + _set_tol(q.dtype)).all(-1), q)
