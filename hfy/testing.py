@@ -6,7 +6,7 @@ its size, so that a reader can see what "agrees" means.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,40 @@ def dtype_atol(dtype) -> float:
     """Tolerance vs float64 for a torch or numpy dtype (by name)."""
     name = str(dtype).replace("torch.", "")
     return DTYPE_ATOL[name]
+
+
+#: (shape, dim, scale) of the reference-vs-fast-path comparisons of the maps: 1-D to 4-D inputs,
+#: every axis as ``dim``, scores from 0.1 to 100.
+MAP_LAYOUTS: List[Tuple[Tuple[int, ...], int, float]] = [
+    ((64,), -1, 1.0),
+    ((64,), 0, 10.0),
+    ((5, 64), -1, 0.1),
+    ((5, 64), 0, 3.0),
+    ((5, 64), 1, 100.0),
+    ((3, 4, 17), 0, 1.0),
+    ((3, 4, 17), 1, 10.0),
+    ((3, 4, 17), -1, 0.3),
+    ((2, 3, 4, 5), 2, 1.0),
+]
+
+#: the layouts kept for maps compared over a grid of their own parameter (α, γ): one per shape/axis pattern.
+MAP_LAYOUTS_SHORT = [layout for layout in MAP_LAYOUTS if layout not in (((5, 64), 0, 3.0), ((2, 3, 4, 5), 2, 1.0))]
+
+
+def layout_ids(layouts: Sequence[tuple]) -> List[str]:
+    """Test ids of (shape, dim, scale) layouts, e.g. ``(5, 64)-dim0-scale3.0``."""
+    return [f"{shape}-dim{dim}-scale{scale}" for shape, dim, scale in layouts]
+
+
+def finite_difference_jacobian(f: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
+                               step: float = FD_STEP) -> np.ndarray:
+    """Central-difference Jacobian of a map of a 1-D input: column j is (f(θ + h e_j) − f(θ − h e_j)) / 2h."""
+    columns = []
+    for j in range(theta.size):
+        e = np.zeros_like(theta)
+        e[j] = step
+        columns.append((f(theta + e) - f(theta - e)) / (2 * step))
+    return np.stack(columns, axis=1)
 
 
 def random_scores(shape: Tuple[int, ...], scale: float = 1.0, seed: int = 0) -> np.ndarray:

@@ -22,12 +22,15 @@ from hfy.testing import (
     FD_ATOL,
     FD_STEP,
     GRADCHECK,
+    MAP_LAYOUTS_SHORT,
     ORACLE_ATOL,
     ORACLE_POWER_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     adversarial_scores,
     dtype_atol,
+    finite_difference_jacobian,
+    layout_ids,
     random_scores,
 )
 
@@ -37,18 +40,7 @@ SPARSE_ALPHAS = [a for a in ALPHAS if a > 1]
 DYADIC_ALPHAS = [1.25, 1.5, 2.0, 3.0]
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 
-LAYOUTS = [
-    pytest.param(shape, dim, scale, id=f"{shape}-dim{dim}-scale{scale}")
-    for shape, dim, scale in [
-        ((64,), -1, 1.0),
-        ((64,), 0, 10.0),
-        ((5, 64), -1, 0.1),
-        ((5, 64), 1, 100.0),
-        ((3, 4, 17), 0, 1.0),
-        ((3, 4, 17), 1, 10.0),
-        ((3, 4, 17), -1, 0.3),
-    ]
-]
+LAYOUTS = [pytest.param(*layout, id=i) for layout, i in zip(MAP_LAYOUTS_SHORT, layout_ids(MAP_LAYOUTS_SHORT))]
 
 
 def oracle_atol(alpha: float) -> float:
@@ -226,11 +218,7 @@ def test_gradcheck_and_gradgradcheck(alpha):
 def test_reference_jacobian_matches_finite_differences(alpha, seed):
     theta = random_scores((6,), 1.0, seed)
     jac = ref.Tsallis(alpha).jacobian(theta)
-    fd = np.empty_like(jac)
-    for j in range(theta.size):
-        e = np.zeros_like(theta)
-        e[j] = FD_STEP
-        fd[:, j] = (ref.entmax(theta + e, alpha) - ref.entmax(theta - e, alpha)) / (2 * FD_STEP)
+    fd = finite_difference_jacobian(lambda t: ref.entmax(t, alpha), theta)
     np.testing.assert_allclose(jac, fd, rtol=0, atol=FD_ATOL)
 
 

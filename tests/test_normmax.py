@@ -19,14 +19,16 @@ from hfy.reference._core import bisect_decreasing, shift_by_max
 from hfy.reference.normmax import normmax_threshold
 from hfy.testing import (
     FD_ATOL,
-    FD_STEP,
     GRADCHECK,
+    MAP_LAYOUTS_SHORT,
     ORACLE_ATOL,
     ORACLE_POWER_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     adversarial_scores,
     dtype_atol,
+    finite_difference_jacobian,
+    layout_ids,
     random_scores,
 )
 
@@ -34,18 +36,7 @@ GAMMAS = [1.1, 1.5, 2.0, 3.0, 5.0, 10.0, math.inf]
 FINITE_GAMMAS = [g for g in GAMMAS if math.isfinite(g)]
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 
-LAYOUTS = [
-    pytest.param(shape, dim, scale, id=f"{shape}-dim{dim}-scale{scale}")
-    for shape, dim, scale in [
-        ((64,), -1, 1.0),
-        ((64,), 0, 10.0),
-        ((5, 64), -1, 0.1),
-        ((5, 64), 1, 100.0),
-        ((3, 4, 17), 0, 1.0),
-        ((3, 4, 17), 1, 10.0),
-        ((3, 4, 17), -1, 0.3),
-    ]
-]
+LAYOUTS = [pytest.param(*layout, id=i) for layout, i in zip(MAP_LAYOUTS_SHORT, layout_ids(MAP_LAYOUTS_SHORT))]
 
 #: adversarial cases whose top gap is exactly the margin 1 of every γ.
 AT_THE_MARGIN = ("huge offset", "gap exactly one")
@@ -210,11 +201,7 @@ def test_infinity_normmax_gradient_is_zero():
 def test_reference_jacobian_matches_finite_differences(gamma, seed):
     theta = random_scores((6,), 1.0, seed)
     jac = ref.NormEntropy(gamma).jacobian(theta)
-    fd = np.empty_like(jac)
-    for j in range(theta.size):
-        e = np.zeros_like(theta)
-        e[j] = FD_STEP
-        fd[:, j] = (ref.normmax(theta + e, gamma) - ref.normmax(theta - e, gamma)) / (2 * FD_STEP)
+    fd = finite_difference_jacobian(lambda t: ref.normmax(t, gamma), theta)
     np.testing.assert_allclose(jac, fd, rtol=0, atol=FD_ATOL)
 
 

@@ -16,32 +16,21 @@ from hfy.reference.entmax import _entmax_bisect_1d
 from hfy.reference.sparsemax import _sparsemax_1d
 from hfy.testing import (
     FD_ATOL,
-    FD_STEP,
     GRADCHECK,
+    MAP_LAYOUTS,
     ORACLE_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     adversarial_scores,
     dtype_atol,
+    finite_difference_jacobian,
+    layout_ids,
     random_scores,
 )
 
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 
-LAYOUTS = [
-    pytest.param(shape, dim, scale, id=f"{shape}-dim{dim}-scale{scale}")
-    for shape, dim, scale in [
-        ((64,), -1, 1.0),
-        ((64,), 0, 10.0),
-        ((5, 64), -1, 0.1),
-        ((5, 64), 0, 3.0),
-        ((5, 64), 1, 100.0),
-        ((3, 4, 17), 0, 1.0),
-        ((3, 4, 17), 1, 10.0),
-        ((3, 4, 17), -1, 0.3),
-        ((2, 3, 4, 5), 2, 1.0),
-    ]
-]
+LAYOUTS = [pytest.param(*layout, id=i) for layout, i in zip(MAP_LAYOUTS, layout_ids(MAP_LAYOUTS))]
 
 #: adversarial cases the QP oracle cannot take, and why.
 ORACLE_UNFIT = {
@@ -139,11 +128,7 @@ def test_gradcheck_along_dim_0_and_3d():
 def test_reference_jacobian_matches_finite_differences(seed):
     theta = random_scores((7,), 1.0, seed)
     jac = ref.Tsallis(2.0).jacobian(theta)
-    fd = np.empty_like(jac)
-    for j in range(theta.size):
-        e = np.zeros_like(theta)
-        e[j] = FD_STEP
-        fd[:, j] = (ref.sparsemax(theta + e) - ref.sparsemax(theta - e)) / (2 * FD_STEP)
+    fd = finite_difference_jacobian(ref.sparsemax, theta)
     np.testing.assert_allclose(jac, fd, rtol=0, atol=FD_ATOL)
 
 
