@@ -303,7 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_ret.add_argument("--n", type=int, default=65536, help="number of memories N")
     p_ret.add_argument("--d", type=int, default=256, help="pattern dimension D")
     p_ret.add_argument("--batch", type=int, default=512, help="number of queries")
-    p_ret.add_argument("--beta", type=float, nargs="+", default=[8.0], help="inverse temperature(s)")
+    p_ret.add_argument("--beta", type=float, nargs="+", default=[8.0, 1.0],
+                       help="inverse temperature(s): 8 puts each query in one basin, 1 spreads the weights")
     p_ret.add_argument("--reps", type=int, default=5)
     p_ret.add_argument("--threads", type=int, default=None)
     p_str = sub.add_parser("structured", help="k-subsets, sequential k-subsets and constrained sparsemax vs peers")
