@@ -176,8 +176,14 @@ def test_float32_agrees_with_float64(om, ps):
 
 @pytest.mark.parametrize("ps", PSIS, ids=[p[0] for p in PSIS])
 @pytest.mark.parametrize("n", [6, 300])
-def test_softmax_attention_path_equals_dense(ps, n):
-    """Without ``return_weights`` softmax uses scaled_dot_product_attention; it must equal the dense path."""
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "sdpa"])
+def test_softmax_attention_path_equals_dense(ps, n, in_place, monkeypatch):
+    """Without ``return_weights`` softmax forms its weights in place in the score buffer (CPU, up to a size)
+    or calls scaled_dot_product_attention; either must equal the dense path."""
+    from hfy._torch import energy as fast
+
+    if not in_place:
+        monkeypatch.setattr(fast, "IN_PLACE_SOFTMAX_MAX", 0)
     _, t_ps, r_ps, _, _ = ps
     d, beta = 8, 2.3
     X = T(memories(n, d, 11, scale=2.0))

@@ -134,15 +134,22 @@ def _is_threshold_map(omega: Regularizer) -> bool:
     return bool(omega.threshold) and getattr(omega, "k", 1) < TOPK
 
 
+#: Largest score matrix (queries × memories) that the CPU softmax update forms in place (2^28 entries,
+#: 1 GiB in float32); beyond it, ``scaled_dot_product_attention`` streams over the memories.
+IN_PLACE_SOFTMAX_MAX = 1 << 28
+
+
 def _attention(q: torch.Tensor, X: torch.Tensor, beta, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Xᵀ softmax(βXq) without returning the weights.
 
     On CPU in float32/float64 the weights are formed in place in the score buffer (max, subtract,
     exp, then one matrix product and a division by the row sums): on two cores this is about a
     third faster than ``scaled_dot_product_attention``.  Elsewhere (CUDA, half precision, where
-    fused attention kernels win) it is ``scaled_dot_product_attention`` with keys = values = X.
+    fused attention kernels win, and score matrices too large to hold) it is
+    ``scaled_dot_product_attention`` with keys = values = X.
     """
-    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
+    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) \
+            and q[..., 0].numel() * X.shape[0] <= IN_PLACE_SOFTMAX_MAX:
         theta = scores(q, X, beta, mask)
         top = theta.amax(-1, keepdim=True)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # an all-masked row stays all −inf
