@@ -65,14 +65,21 @@ def forward_backward_seconds(fn: Callable[[torch.Tensor], torch.Tensor], x: torc
     return time.perf_counter() - start
 
 
-def interleaved_medians(fns: Sequence[Callable[[], float]], reps: int, warmup: int = 1) -> List[float]:
-    """Median of ``reps`` calls of each timer, called in turn (A B A B ...)."""
+def interleaved_medians(fns: Sequence[Callable[[], float]], reps: int, warmup: int = 1,
+                        pause: float = 0.1) -> List[float]:
+    """Median of ``reps`` calls of each timer, called in turn (A B A B ...).
+
+    Each call starts ``pause`` seconds after the previous one ended: BLAS thread pools (numpy's
+    among them) keep spinning for a while after a call, and would otherwise compete with the next
+    implementation for the cores.
+    """
     for _ in range(warmup):
         for f in fns:
             f()
     samples: List[List[float]] = [[] for _ in fns]
     for _ in range(reps):
         for i, f in enumerate(fns):
+            time.sleep(pause)
             samples[i].append(f())
     return [statistics.median(s) for s in samples]
 

@@ -495,3 +495,67 @@ def test_cuda_matches_cpu(dtype):
         assert (out.cpu() - hfy.ksubsets(z, 5, exactly_k=exactly_k)).abs().max().item() <= dtype_atol(dtype)
         (out * torch.linspace(-1, 1, 100, device="cuda", dtype=dtype)).sum().backward()
         assert not torch.isnan(zc.grad).any()
+
+
+# --- the sort-free threshold (Newton passes) and the rows it leaves to the sorted breakpoints -----------------
+
+
+def _mixed_rows(n=48):
+    """Rows that settle after a few Newton passes next to rows that go to the sorted breakpoints."""
+    rng = np.random.default_rng(7)
+    rows = [rng.standard_normal(n), 0.05 * rng.standard_normal(n), 10.0 * rng.standard_normal(n)]
+    outlier = rng.standard_normal(n)
+    outlier[3] = 40.0  # the largest score far above the rest: a flat piece at max − 1, Newton is stuck
+    rows.append(outlier)
+    gaps = np.sort(rng.standard_normal(n))[::-1].copy()
+    gaps[:3] += 5.0  # the top three lead by more than 1: integral output for k = 3 (a flat piece)
+    rows.append(gaps)
+    rows.append(np.round(4 * rng.standard_normal(n)) / 4)  # many ties on a grid
+    rows.append(1e4 + rng.standard_normal(n))  # a large offset
+    geometric = -np.arange(n, dtype=float) ** 2  # breakpoints spread further and further apart
+    rows.append(geometric)
+    masked = rng.standard_normal(n)
+    masked[rng.random(n) < 0.5] = NINF
+    masked[:6] = rng.standard_normal(6)
+    rows.append(masked)
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_newton_threshold_on_mixed_rows_agrees_with_reference(k, exactly_k):
+    z = _mixed_rows()
+    out = hfy.ksubsets(torch.from_numpy(z), k, exactly_k=exactly_k).numpy()
+    np.testing.assert_allclose(out, ref.ksubsets(z, k, exactly_k=exactly_k), rtol=0, atol=REFERENCE_ATOL)
+    if k == 3 and exactly_k:  # the row with a lead of more than 1 is the exact 0/1 indicator
+        assert set(np.unique(out[4])) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("extra,passes", [(1, 16), (1, 1), (5, 3), (10**6, 16)],
+                         ids=["all spill", "all sorted", "mixed", "all candidates"])
+def test_threshold_stages_agree_with_the_sorted_breakpoints(monkeypatch, extra, passes):
+    """Each stage of the k-subsets threshold, forced: few candidates make most rows spill to the Newton
+    passes, one pass leaves them to the sorted breakpoints, and a candidate set as long as the row is
+    exact on its own."""
+    from hfy._torch import _core
+
+    monkeypatch.setattr(_core, "UNIT_CANDIDATES", extra)
+    monkeypatch.setattr(_core, "UNIT_PASSES", passes)
+    z = np.concatenate([_mixed_rows(), random_scores((40, 48), 2.0, seed=9)])
+    for k in (1, 3, 6):
+        out = hfy.ksubsets(torch.from_numpy(z), k).numpy()
+        np.testing.assert_allclose(out, ref.ksubsets(z, k), rtol=0, atol=REFERENCE_ATOL)
+    per_row = torch.from_numpy(np.arange(z.shape[0]) % 5 + 1).reshape(-1, 1)
+    out = hfy.ksubsets(torch.from_numpy(z), per_row).numpy()
+    for r in range(z.shape[0]):
+        np.testing.assert_allclose(out[r], ref.ksubsets(z[r], int(per_row[r])), rtol=0, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_newton_threshold_low_precision_mixed_rows(dtype):
+    z = torch.from_numpy(_mixed_rows()[[0, 1, 3, 4, 5, 8]]).to(dtype)  # rows representable in low precision
+    for k in (1, 3):
+        out = hfy.ksubsets(z, k)
+        assert out.dtype == dtype and not torch.isnan(out).any()
+        expected = ref.ksubsets(z.double().numpy(), k)
+        assert np.abs(out.double().numpy() - expected).max() <= dtype_atol(dtype)

@@ -312,3 +312,72 @@ def test_cuda_matches_cpu(w):
     y, b = hfy.budgeted_viterbi(z.cuda(), 3, w)
     y_cpu, b_cpu = hfy.budgeted_viterbi(z, 3, w)
     assert torch.equal(y.cpu(), y_cpu) and torch.equal(b.cpu(), b_cpu)
+
+
+# --- the batched solver's warm start, early exits and partial inner loops -----------------------------------
+
+
+@pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
+@pytest.mark.parametrize("k", [2, 5])
+def test_ksubsets_start_is_an_affinely_independent_mixture_of_admissible_structures(k, exactly_k):
+    from hfy._torch.sequential_ksubsets import ksubsets_start
+
+    theta = torch.from_numpy(np.concatenate([random_scores((20, 30), 1.0, seed=k), random_scores((4, 30), 1.0, seed=9)
+                                             - 3.0, random_scores((4, 30), 1.0, seed=10) + 1e4]))
+    A, feats, weights = ksubsets_start(theta, k, exactly_k)
+    used = weights > 0
+    assert used.any(-1).all()
+    sizes = A.sum(-1)
+    assert ((A == 0) | (A == 1)).all()
+    assert ((sizes == k) if exactly_k else (sizes <= k))[used].all()
+    np.testing.assert_array_equal(feats[used].numpy(), (A[..., :-1] * A[..., 1:]).sum(-1)[used].numpy())
+    mix = (weights.unsqueeze(-1) * A).sum(1) / weights.sum(-1, keepdim=True)
+    assert (mix - hfy.ksubsets(theta, k, exactly_k=exactly_k)).abs().max().item() <= 1e-6
+    for r in range(theta.shape[0]):  # the lifted structures (a_s, 1) of a row are linearly independent
+        lifted = torch.cat([A[r][used[r]], torch.ones(int(used[r].sum()), 1, dtype=A.dtype)], dim=1)
+        assert torch.linalg.matrix_rank(lifted).item() == lifted.shape[0]
+
+
+def test_active_set_falls_back_to_map_structures_when_the_start_is_unusable():
+    """A row whose start has no weight, or whose start structures are affinely dependent, starts cold."""
+    from hfy._torch import sparsemap as sm
+    from hfy._torch import sequential_ksubsets as sq
+
+    theta = torch.from_numpy(random_scores((5, 9), 1.0, seed=3))
+
+    def start(t):
+        A, feats, weights = sq.ksubsets_start(t, 3)
+        A, feats, weights = (torch.cat([v, v[:, :1]], 1) for v in (A, feats, weights))  # a repeated structure
+        weights[0] = 0.0  # and a row without any weight
+        return A, feats, weights
+
+    mu = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=start).mu
+    np.testing.assert_allclose(mu.numpy(), ref.sequential_ksubsets(theta.numpy(), 3, 0.5), rtol=0, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 100])
+def test_rows_finishing_at_different_iterations_with_partial_inner_loops(monkeypatch, rounds):
+    """A batch whose rows need from one to many iterations, with at most ``rounds`` structures dropped per
+    iteration (the rows still dropping skip the oracle), for both semantics and bonus signs."""
+    from hfy._torch import sparsemap as sm
+
+    monkeypatch.setattr(sm, "DROP_ROUNDS", rounds)
+    theta = np.concatenate([random_scores((12, 30), 1.0, seed=1), 0.05 * random_scores((4, 30), 1.0, seed=2),
+                            random_scores((4, 30), 5.0, seed=3)])
+    for k, w, exactly_k in [(4, 0.01, True), (3, 0.5, False), (5, -0.3, True), (2, 2.0, True)]:
+        out = hfy.sequential_ksubsets(torch.from_numpy(theta), k, w, exactly_k=exactly_k).numpy()
+        np.testing.assert_allclose(out, ref.sequential_ksubsets(theta, k, w, exactly_k=exactly_k), rtol=0,
+                                   atol=REFERENCE_ATOL)
+
+
+def test_structures_are_only_kept_when_needed():
+    from hfy._torch import sparsemap as sm
+    from hfy._torch import sequential_ksubsets as sq
+
+    theta = torch.from_numpy(random_scores((6, 12), 1.0, seed=4))
+    full = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=sq._start(3, True))
+    lean = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=sq._start(3, True), structures=False)
+    assert torch.equal(full.mu, lean.mu) and torch.equal(full.tau, lean.tau)
+    assert lean.structures.numel() == 0 and full.structures.shape[:2] == full.valid.shape
+    np.testing.assert_allclose((full.weights.unsqueeze(-1) * full.structures).sum(1).numpy(), full.mu.numpy(),
+                               rtol=0, atol=REFERENCE_ATOL)

@@ -271,6 +271,117 @@ def capped_threshold_sorted(x: torch.Tensor, u: torch.Tensor, total: torch.Tenso
     return torch.where(flat, 0.5 * (before + left), tau)
 
 
+#: Candidates per row that :func:`capped_threshold_unit` solves on first (at least ⌈total⌉ + 1): torch's
+#: top-k keeps a heap for at most 16 of 1024 or more scores and sorts beyond, at twice the cost.
+UNIT_CANDIDATES = 16
+
+#: Newton passes of :func:`capped_threshold_unit` before the rows still moving are sorted.
+UNIT_PASSES = 16
+
+
+def _finite_caps(x: torch.Tensor):
+    """Scores with −inf replaced by a finite value below the row's other scores, and their caps (1; 0 if masked)."""
+    finite = torch.isfinite(x)
+    low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True) - 1.0
+    return torch.where(finite, x, low), finite.to(x.dtype)
+
+
+def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """Safeguarded Newton steps on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
+
+    ``lo`` <= τ <= ``hi`` bracket the solution (−inf allowed on the left).  Returns τ and the rows left to
+    :func:`capped_threshold_sorted` (see :func:`capped_threshold_unit`); their τ is meaningless.
+    """
+    out = torch.empty_like(tau)
+    rows = torch.arange(x.shape[0], device=x.device)  # the rows still moving
+    sort = []
+    work, frac = torch.empty_like(x), torch.empty_like(x)
+    ulp = 4 * torch.finfo(x.dtype).eps
+    for step in range(UNIT_PASSES):
+        c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
+        g = c.sum(-1, keepdim=True)
+        free = torch.frac(c, out=frac).ceil_().sum(-1, keepdim=True)
+        above = g >= total
+        lo = torch.where(above, tau, lo)
+        hi = torch.where(above, hi, tau)
+        new = tau + (g - total) / free.clamp_min(1.0)
+        new = torch.where(((new > lo) & (new < hi)) | (new == tau), new, 0.5 * (lo + hi))
+        slack = ulp * (1.0 + tau.abs())
+        settled = ((new - tau).abs() <= slack).squeeze(-1)
+        stuck = ((free == 0) & (g != total)).squeeze(-1)
+        tau = new
+        n_done = int((settled | stuck).sum())
+        if (n_done and 2 * n_done >= rows.numel()) or step == UNIT_PASSES - 1:
+            part = g - c.floor_().sum(-1, keepdim=True)  # Σ_F c
+            near = 2 * slack * free + ulp * g
+            flat = ((part <= near) | (free - part <= near)).squeeze(-1)
+            good = settled & ~flat & ~stuck
+            out.index_copy_(0, rows[good], tau[good])
+            sort.append(rows[(settled & flat) | stuck])
+            left = (~(settled | stuck)).nonzero().squeeze(-1)
+            rows, x, total, tau, lo, hi = (t[left] for t in (rows, x, total, tau, lo, hi))
+            work, frac = work[: rows.numel()], frac[: rows.numel()]
+            if rows.numel() == 0:
+                break
+    return out, torch.cat(sort + [rows])
+
+
+def _unit_threshold(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor,
+                    hi: torch.Tensor) -> torch.Tensor:
+    """:func:`_unit_newton` from τ in [lo, hi], with its leftover rows solved by the sorted breakpoints."""
+    tau, sort = _unit_newton(x, total, tau, lo, hi)
+    if sort.numel():
+        tau.index_copy_(0, sort, capped_threshold_sorted(*_finite_caps(x[sort]), total[sort]))
+    return tau
+
+
+def capped_threshold_unit(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """τ with Σ_i clip(x_i − τ, 0, 1) = total per row (last axis): the k-subsets threshold (eq-ksubsets-map).
+
+    ``x`` (..., N) may hold −inf (masked entries); ``total`` (..., 1) with 0 < total < the number of
+    finite entries.  g(τ) = Σ clip(x − τ, 0, 1) is piecewise linear and non-increasing, with slope −|F|
+    on the piece around τ, F = {0 < x_i − τ < 1}, so Newton's step τ ← τ + (g(τ) − total)/|F| is exact
+    once τ is on the solution's piece.  No sort of all the breakpoints is needed:
+
+    1. Only the largest scores can be above the threshold.  Each row is first solved on its m largest
+       scores (``UNIT_CANDIDATES``, or ⌈max total⌉ + 1 if more; in float64 for float32 scores, so that
+       τ is correctly rounded) by :func:`capped_threshold_sorted`.  If the smallest candidate ends at
+       or below that τ, every other score does too and τ is exact.  Otherwise the row's support is
+       larger than m − 1 ("spills"), and this τ is a lower bound (dropping scores can only lower g).
+    2. The rows that spill take Newton steps from the lower bound.  Each step is one pass of float
+       operations over the row, written into two work buffers (with c = clip(x − τ, 0, 1): g = Σ c and
+       |F| = Σ ceil(frac(c)); no boolean masks).  g(τ) >= total moves the left end of a bracket to τ,
+       g < total the right end (first the largest score), and a step that would leave the bracket is
+       replaced by bisection.  A row has settled when its step is below a few ulps; settled rows leave
+       the batch once they are half of it.
+    3. Rows still moving after ``UNIT_PASSES`` passes, rows stuck on a flat piece away from the
+       solution (|F| = 0, g ≠ total: Newton would cross one breakpoint per pass) and settled rows whose
+       free entries sit within rounding of 0 or 1 (Σ_F c = g − Σ floor(c) ≈ 0 or ≈ |F|: τ at the end
+       of a flat piece, where the output is integral) are solved by sorting their breakpoints
+       (:func:`capped_threshold_sorted`), which puts τ inside a flat piece so that the output is
+       exactly 0 or 1.
+    """
+    n = x.shape[-1]
+    shape = total.expand(*x.shape[:-1], 1).shape
+    xs = x.reshape(-1, n)
+    goal = total.expand(shape).reshape(-1, 1)
+    m = min(n, max(int(math.ceil(float(total.max()))) + 1, UNIT_CANDIDATES))
+    wide = torch.float64 if x.dtype == torch.float32 else x.dtype
+    vals = torch.topk(xs, m, dim=-1, sorted=False).values.to(wide)
+    if bool(torch.isneginf(vals.amin())):  # masked candidates: scores far below the others stay at 0
+        finite = torch.isfinite(vals)
+        vals = torch.where(finite, vals, torch.where(finite, vals, math.inf).amin(-1, keepdim=True) - 2.0)
+    tau = capped_threshold_sorted(vals, torch.ones_like(vals), goal.to(wide)).to(x.dtype)
+    if m == n:
+        return tau.reshape(shape)
+    spill = (vals.amin(-1, keepdim=True) > tau).squeeze(-1)  # every candidate is finite on these rows
+    if bool(spill.any()):
+        rows = spill.nonzero().squeeze(-1)
+        lower, top = tau[rows], vals[rows].amax(-1, keepdim=True).to(x.dtype)
+        tau.index_copy_(0, rows, _unit_threshold(xs[rows], goal[rows], lower, lower, top))
+    return tau.reshape(shape)
+
+
 #: Candidate-set size for capped-simplex projections (see :func:`capped_threshold`).
 CAPPED_TOPK = 32
 

@@ -5,8 +5,11 @@ Both maps are μ = clip(θ − τ, 0, u) with Σ μ = total:
 * k-subsets (eq-ksubsets-map): u = 1, total = k (``exactly_k``) — or Σ μ <= k;
 * constrained sparsemax (eq-constrained_sparsemax-map): per-entry caps u, total = 1.
 
-The threshold is exact (sorted breakpoints on a top-k candidate set, see
-:func:`hfy._torch._core.capped_threshold`).  The backward pass is the
+The threshold is exact: for k-subsets, sorted breakpoints on the 16 largest
+scores and Newton steps on the piecewise-linear Σ clip(θ − τ, 0, 1) for the
+rows whose support is larger (:func:`hfy._torch._core.capped_threshold_unit`);
+for per-entry caps, sorted breakpoints on a top-k candidate set
+(:func:`hfy._torch._core.capped_threshold`).  The backward pass is the
 closed-form product with the Jacobian: with F = {0 < μ_i < u_i} (free) and
 C = {μ_i = u_i > 0} (capped), ∂L/∂θ = 1_F ⊙ (g − ḡ_F) and ∂L/∂u = 1_C ⊙ (g − ḡ_F)
 when the budget is active; with an inactive "at most k" budget, ∂L/∂θ = 1_F ⊙ g.
@@ -19,7 +22,7 @@ from typing import Optional, Union
 
 import torch
 
-from ._core import capped_threshold, check_scores, compute_dtype, move_back, move_to_last
+from ._core import capped_threshold, capped_threshold_unit, check_scores, compute_dtype, move_back, move_to_last
 from .fenchel_young import Regularizer
 
 IntLike = Union[int, torch.Tensor]
@@ -30,47 +33,53 @@ class _CappedProjection(torch.autograd.Function):
     def forward(ctx, z, upper, total, exactly, want_upper_grad, masked):
         dtype = compute_dtype(z.dtype)
         x = z.to(dtype)
-        unit = upper is None  # k-subsets: every cap is 1
-        u = torch.ones_like(x[..., :1]).expand_as(x) if unit else upper.to(dtype).expand_as(x)
-        if masked:  # masked entries: cap 0 and a finite placeholder score
-            finite = torch.isfinite(x)
-            low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)
-            low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
-            x = torch.where(finite, x, low - 1.0)
-            u = torch.where(finite, u, torch.zeros_like(u))
-            unit = False
         tot = total.to(dtype)
-        cap_sum = u.sum(-1, keepdim=True) if not unit else torch.full_like(tot, x.shape[-1])
+        unit = upper is None  # k-subsets: every cap is 1
+        if unit:  # masked entries keep their −inf score: clip(−inf − τ, 0, 1) = 0
+            cap_sum = torch.isfinite(x).sum(-1, keepdim=True).to(dtype) if masked else torch.full_like(tot, x.shape[-1])
+            u = None
+        else:  # masked entries: cap 0 and a finite placeholder score
+            u = upper.to(dtype).expand_as(x)
+            if masked:
+                finite = torch.isfinite(x)
+                low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)
+                low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+                x = torch.where(finite, x, low - 1.0)
+                u = torch.where(finite, u, torch.zeros_like(u))
+            cap_sum = u.sum(-1, keepdim=True)
         full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
-        tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
+        if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
+            tau = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot))
+        else:
+            tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
         tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
         active = None
         if not exactly:
             inside = (x.clamp(0.0, 1.0) if unit else torch.minimum(x.clamp_min(0.0), u)).sum(-1, keepdim=True) <= tot
             tau = torch.where(inside, torch.zeros_like(tau), tau)
             active = ~inside
-        mu = (x - tau).clamp_(min=0.0)
-        mu = mu.clamp_(max=1.0) if unit else torch.minimum(mu, u)
-        if masked:
-            mu = torch.where(finite, mu, torch.zeros_like(mu))
+        mu = (x - tau).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
+        if masked and (not unit or bool(full.any())):  # −inf − (−inf) on the masked entries of full rows
+            mu = torch.where(torch.isfinite(z), mu, torch.zeros_like(mu))
         ctx.unit = unit
         ctx.want_upper_grad = want_upper_grad
-        ctx.save_for_backward(mu, None if unit else u, active)
+        ctx.save_for_backward(mu, u, active)
         return mu.to(z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         mu, u, active = ctx.saved_tensors
         g = grad.to(mu.dtype)
-        if ctx.unit:  # free entries 0 < μ < 1, without boolean tensors: ceil(μ) − floor(μ)
-            fz = torch.ceil(mu).sub_(torch.floor(mu))
+        if ctx.unit:  # free entries 0 < μ < 1, without boolean tensors: ceil(frac(μ))
+            fz = torch.frac(mu).ceil_()
         else:
             fz = ((mu > 0) & (mu < u)).to(g.dtype)
         count = fz.sum(-1, keepdim=True)
-        gbar = (fz * g).sum(-1, keepdim=True) / count.clamp_min(1.0)
+        gz = fz * g
+        gbar = gz.sum(-1, keepdim=True) / count.clamp_min(1.0)
         if active is not None:  # an inactive "at most k" budget does not couple the entries
             gbar = torch.where(active, gbar, torch.zeros_like(gbar))
-        gz = g.sub(gbar).mul_(fz)
+        gz.addcmul_(fz, gbar, value=-1.0)  # 1_F ⊙ (g − ḡ_F)
         gu = None
         if ctx.want_upper_grad:
             cz = ((mu >= u) & (u > 0)).to(g.dtype)

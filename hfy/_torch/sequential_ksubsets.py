@@ -1,11 +1,12 @@
 """SparseMAP over sequential k-subsets, batched (torch fast path).
 
 Structures: k-hot vectors y scored θᵀy + w·b(y), b(y) = Σ_i y_i y_{i+1}
-(eq-sequential_ksubsets-map).  MAP is the budgeted Viterbi recursion over
-(position, count, last state), vectorised over the batch (the Python loop
-runs over positions, never over examples); w = inf restricts the structures
-to contiguous windows, whose MAP is a running sum.  SparseMAP is the batched
-active set of :mod:`hfy._torch.sparsemap`.
+(eq-sequential_ksubsets-map).  MAP is the budgeted Viterbi recursion, run
+over the number of selections and vectorised over positions and the batch
+(the Python loop runs k times, never over examples); w = inf restricts the
+structures to contiguous windows, whose MAP is a running sum.  SparseMAP is
+the batched active set of :mod:`hfy._torch.sparsemap`, warm-started from the
+k-subsets projection written as a mixture of k-subsets.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import math
 from typing import Union
 
 import torch
-from torch import nn
 
 from ._core import check_scores, compute_dtype, move_back, move_to_last
-from .sparsemap import MAX_ITER, SparseMAP, active_set, sparsemap
+from .ksubsets import ksubsets
+from .sparsemap import MAX_ITER, SparseMAP, sparsemap
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -37,37 +38,116 @@ def budgeted_viterbi(theta: torch.Tensor, k: int, w: float, exactly_k: bool = Tr
     """argmax_y θᵀy + w b(y) with Σ y = k (or <= k) for every row of ``theta`` (B, N) (eq-sequential_ksubsets-viterbi).
 
     Returns ``(y, b)``: the structures (B, N) as 0/1 floats and their adjacent-pair counts (B,).
+
+    The recursion of eq-sequential_ksubsets-viterbi runs over positions; we run the same dynamic
+    programme over the *number of selections* instead, which is vectorised over positions.  Let
+    E_c(i) be the best score of a structure on positions 1..i with c selections, the last one at i.
+    Its predecessor is either i − 1 (adjacent: bonus w) or the best position j <= i − 2 of layer c − 1:
+
+        E_1(i) = θ_i,    E_c(i) = θ_i + max{ max_{j <= i−2} E_{c−1}(j),  E_{c−1}(i−1) + w }.
+
+    The prefix maximum is a cumulative max (which also records where it is attained), so a layer
+    costs a few tensor operations on (B, N) and the Python loop runs k − 1 times; backtracking
+    follows the recorded predecessors through the k layers.  Ties go to the non-adjacent
+    predecessor (any tie-break gives a maximiser).
     """
     if math.isinf(w):
         return best_windows(theta, k)
     b, n = theta.shape
-    neg = torch.tensor(-math.inf, dtype=theta.dtype, device=theta.device)
-    V = torch.full((b, k + 1, 2), -math.inf, dtype=theta.dtype, device=theta.device)
-    V[:, 0, 0] = 0.0
-    back = torch.zeros((n, b, k + 1, 2), dtype=torch.bool, device=theta.device)
-    for i in range(n):
-        stay1 = V[:, :, 1] > V[:, :, 0]
-        new0 = torch.where(stay1, V[:, :, 1], V[:, :, 0])
-        from0 = V[:, :-1, 0] + theta[:, i : i + 1]
-        from1 = V[:, :-1, 1] + theta[:, i : i + 1] + w
-        take1 = from1 > from0
-        new1 = torch.cat([neg.expand(b, 1), torch.where(take1, from1, from0)], dim=1)
-        back[i, :, :, 0] = stay1
-        back[i, :, 1:, 1] = take1
-        V = torch.stack([new0, new1], dim=-1)
-    rows = torch.arange(b, device=theta.device)
+    # layer[r, 2 + i] = E_c(i) for row r; the two −inf columns on the left stand for "no position"
+    layer = theta.new_empty((b, n + 2))
+    layer[:, :2] = -math.inf
+    layer[:, 2:] = theta
+    spare = torch.empty_like(layer)
+    spare[:, :2] = -math.inf
+    best = [] if exactly_k else [layer.max(dim=1)]  # at most k: each layer's best score and its position
+    left = torch.arange(1, n + 1, device=theta.device)  # the column of position i − 1
+    preds = []  # preds[c − 1][r, i]: the column of selection c when selection c + 1 is at position i
+    for c in range(1, k):
+        prefix, where = torch.cummax(layer, dim=1)  # prefix[:, i]: the best last selection at a position <= i − 2
+        adjacent = layer[:, 1:-1] + w  # last selection at position i − 1
+        preds.append(torch.where(adjacent > prefix[:, :-2], left, where[:, :-2]))
+        torch.maximum(prefix[:, :-2], adjacent, out=spare[:, 2:]).add_(theta)
+        layer, spare = spare, layer
+        if not exactly_k:
+            best.append(layer.max(dim=1))
     if exactly_k:
-        c = torch.full((b,), k, dtype=torch.long, device=theta.device)
-    else:
-        c = V.amax(-1).argmax(-1)
-    s = V[rows, c].argmax(-1)
-    y = torch.zeros_like(theta)
-    for i in range(n - 1, -1, -1):
-        prev = back[i, rows, c, s].long()
-        y[:, i] = s.to(theta.dtype)
-        c = c - s
-        s = prev
+        count = None
+        pos = layer.argmax(dim=1) - 2
+    else:  # the empty structure scores 0; ties go to fewer selections
+        count = torch.stack([torch.zeros_like(theta[:, 0])] + [v.values for v in best]).argmax(dim=0)
+        ends = torch.stack([v.indices for v in best])
+        pos = ends.gather(0, (count - 1).clamp_min(0).unsqueeze(0)).squeeze(0) - 2
+    chosen = [pos]  # the positions of selections k, k − 1, ..., 1
+    for c in range(k - 1, 0, -1):
+        back = preds[c - 1].gather(1, pos.unsqueeze(1)).squeeze(1) - 2
+        pos = back if count is None else torch.where(count > c, back, pos)
+        chosen.append(pos)
+    chosen = torch.stack(chosen, dim=1)
+    if count is None:
+        y = torch.zeros_like(theta).scatter_(1, chosen, 1.0)
+    else:  # a row with fewer selections repeats its first one: scatter zeros there
+        used = (torch.arange(k, 0, -1, device=theta.device) <= count.unsqueeze(1)).to(theta.dtype)
+        y = torch.zeros_like(theta).scatter_add_(1, chosen, used)
     return y, (y[:, :-1] * y[:, 1:]).sum(-1)
+
+
+def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True):
+    """A warm start for the active set: the k-subsets projection of θ written as a mixture of k-subsets.
+
+    Without the bonus (w = 0) SparseMAP over sequential k-subsets *is* the k-subsets projection
+    μ = clip(θ − τ, 0, 1) (eq-ksubsets-map): every k-subset is a structure.  For a small bonus the
+    solution moves little, so a mixture of k-subsets with mean μ is a feasible start close to it.
+    We take the mixture by systematic sampling: lay the entries out on [0, Σμ) as consecutive
+    intervals of lengths μ_i, and for an offset t ∈ [0, 1) select the entries whose interval holds
+    one of the points t, t + 1, ...  (at most one each, since μ_i <= 1).  As t sweeps [0, 1) the
+    selection changes only where t crosses the fractional part of a cumulative sum, so the distinct
+    selections are at most |{0 < μ_i < 1}| + 1, their weights are the lengths of the t-intervals, and
+    each change moves one point to the next interval: the changes are edges of a path, hence linearly
+    independent, and the selections are affinely independent, as :func:`~hfy._torch.sparsemap.active_set`
+    requires.  The entries are laid out even positions first, then odd ones: in position order two
+    neighbours with μ_i + μ_{i+1} <= 1 would never be selected together.
+
+    Returns ``(structures (B, S, N), features (B, S), weights (B, S))``; unused slots have weight 0 and the
+    weights are not normalised.
+    """
+    b, n = theta.shape
+    order = torch.cat([torch.arange(0, n, 2, device=theta.device), torch.arange(1, n, 2, device=theta.device)])
+    mu = ksubsets(theta.detach(), k, exactly_k=exactly_k)[:, order]
+    ends = torch.cumsum(mu, dim=1)
+    cuts = torch.cat([torch.zeros_like(ends[:, :1]), torch.frac(ends), torch.ones_like(ends[:, :1])], dim=1)
+    cuts = cuts.sort(dim=1).values
+    width = cuts[:, 1:] - cuts[:, :-1]
+    # pieces narrower than the rounding of the cumulative sums (μ_i = 0 or 1 repeats a cut; μ carries
+    # the rounding of θ − τ) are skipped: every point then lies clearly inside one interval
+    eps = torch.finfo(theta.dtype).eps
+    wide = width > eps * (1e3 * k + 8 * n * theta.detach().abs().amax(-1, keepdim=True))
+    slots = int(wide.sum(1).max())
+    pick = torch.argsort((~wide).to(torch.int8), dim=1, stable=True)[:, :slots]  # the wide pieces, in sweep order
+    t = 0.5 * (cuts[:, :-1] + cuts[:, 1:]).gather(1, pick)
+    weight = (width * wide).gather(1, pick)
+    points = t.unsqueeze(-1) + torch.arange(k, dtype=theta.dtype, device=theta.device)  # (B, S, k)
+    pos = order[torch.searchsorted(ends, points.reshape(b, -1), right=True).clamp_max(n - 1)].reshape(b, slots, k)
+    # at most k: points beyond Σμ select nothing; park them past the end, two apart (never adjacent)
+    beyond = points >= ends[:, -1:].unsqueeze(-1)
+    pos = torch.where(beyond, n + 1 + 2 * torch.arange(k, device=theta.device), pos).sort(dim=-1).values
+    step = pos[..., 1:] - pos[..., :-1]
+    # rounding could still put two points in one interval or repeat a selection: such slots get no weight
+    inside = pos < n
+    ok = (step > 0).all(-1)
+    if exactly_k:
+        ok &= inside.sum(-1) == k
+    ok[:, 1:] &= (pos[:, 1:] != pos[:, :-1]).any(-1)
+    y = torch.zeros(b, slots, n, dtype=theta.dtype, device=theta.device)
+    y.scatter_add_(2, torch.where(inside, pos, 0), inside.to(theta.dtype))
+    return y, (step == 1).sum(-1).to(theta.dtype), weight * ok
+
+
+def _start(k: int, exactly_k: bool):
+    def start(theta: torch.Tensor):
+        return ksubsets_start(theta, k, exactly_k)
+
+    return start
 
 
 def _oracle(k: int, w: float, exactly_k: bool):
@@ -122,7 +202,7 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
         mu = sparsemap(flat, _oracle(k, math.inf, exactly_k), 0.0)
     else:
         w_arg = transition.to(flat.dtype) if isinstance(transition, torch.Tensor) else w_val
-        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg)
+        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, start=_start(k, exactly_k))
     return move_back(mu.reshape(zl.shape).to(z.dtype), dim)
 
 

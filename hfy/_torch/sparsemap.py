@@ -9,8 +9,8 @@ Every row of a batch keeps its own active set in a padded tensor (rows ×
 slots × N) with a validity mask.  Active sets are kept affinely independent
 (a structure in the affine hull of the active ones is swapped in, see
 :func:`active_set`), so the equality-constrained QP of each row is a batched
-linear solve.  No Python loop runs over the rows: only over active-set
-iterations.
+Cholesky solve.  No Python loop runs over the rows: only over active-set
+iterations, and rows leave the batch as they converge.
 
 The backward pass is the active-set Jacobian (eq-sparsemap-jacobian)
 ∂μ/∂θ = Aᵀ M A and ∂μ/∂w = Aᵀ M b, with M the top-left block of
@@ -35,7 +35,10 @@ MAX_ITER = 200
 
 @dataclass
 class ActiveSets:
-    """Batched SparseMAP solution: μ (B, N), active structures (B, S, N), features (B, S), validity, weights, τ."""
+    """Batched SparseMAP solution: μ (B, N), active structures (B, S, N), features (B, S), validity, weights, τ.
+
+    The active sets (structures, features, validity, weights) have S = 0 slots when they were not asked for.
+    """
 
     mu: torch.Tensor
     structures: torch.Tensor
@@ -57,107 +60,217 @@ def _kkt_matrix(G: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return K
 
 
-def _kkt_solve(K: torch.Tensor, top: torch.Tensor, valid: torch.Tensor):
-    """Solve K [x; ν] = [top; 1]; returns (x on the valid slots, ν)."""
-    vf = valid.to(K.dtype)
-    rhs = torch.cat([top * vf, torch.ones_like(top[:, :1])], dim=1)
-    sol = torch.linalg.solve(K, rhs.unsqueeze(-1)).squeeze(-1)
-    return sol[:, :-1] * vf, sol[:, -1]
+# --- the equality-constrained QP on an active set ------------------------------------------------------
+#
+# On an active set with Gram matrix G = AAᵀ and scores c the QP is the bordered system
+# [[G, 1], [1ᵀ, 0]] [π; τ] = [c; 1].  It is indefinite, but with α = 1 − τ it reads M π = c + α 1 with the
+# *lifted* Gram matrix M = G + 11ᵀ, the Gram matrix of the vectors (a_s, 1), which is positive definite
+# exactly when the active structures are affinely independent.  Every row keeps M on its active slots and
+# the identity on its unused ones, updated as structures enter and leave, and each solve is a Cholesky
+# solve.  M⁻¹ leaves the unused slots at zero, so they need no masking.
 
 
-def _optimise_on_active_set(G, c, valid, pi, tol):
-    """Make π the maximiser of the QP restricted to each row's active set, dropping structures as needed.
+def _solve(L: torch.Tensor, top: torch.Tensor, vf: torch.Tensor):
+    """(x, τ) with [[G, 1], [1ᵀ, 0]] [x; τ] = [top; 1] on the active slots ``vf`` (0/1), from the Cholesky
+    factor ``L`` of M: with p = M⁻¹top and q = M⁻¹1, x = p + α q where α = 1 − τ makes 1ᵀx = 1."""
+    pq = torch.cholesky_solve(torch.stack([top * vf, vf], dim=-1), L)
+    sums = pq.sum(1)
+    alpha = (1.0 - sums[:, 0]) / sums[:, 1]
+    return torch.addcmul(pq[..., 0], alpha.unsqueeze(-1), pq[..., 1]), 1.0 - alpha
 
-    ``G`` (B, S, S) is the Gram matrix of the active structures and ``c`` (B, S) their scores θᵀa_s + w b_s.
-    The active structures of every row are kept affinely independent (see :func:`active_set`), so the
-    equality-constrained QP [[G, 1], [1ᵀ, 0]] [π; τ] = [c; 1] has a unique solution.
+
+def _release(M: torch.Tensor, gone: torch.Tensor) -> torch.Tensor:
+    """M with the slots ``gone`` (0/1 floats, (B, S)) reset to the identity (their structures left)."""
+    keep = 1.0 - gone
+    return M * keep.unsqueeze(-1) * keep.unsqueeze(-2) + torch.diag_embed(gone)
+
+
+#: Structures an active-set iteration may drop per row before the oracle is called (see :func:`_active_set`).
+DROP_ROUNDS = 2
+
+
+def _optimise_on_active_set(M, c, valid, pi, tol, rounds):
+    """Move π towards the maximiser of the QP restricted to each row's active set, dropping structures.
+
+    ``M`` (B, S, S) is the lifted Gram matrix of the active structures and ``c`` (B, S) their scores
+    θᵀa_s + w b_s.  The active structures of every row are kept affinely independent (see
+    :func:`active_set`), so the QP on them has a unique solution.  Where it has a negative weight, π moves
+    towards it until the first weight reaches zero, that structure leaves, and the QP of that row is
+    solved again, at most ``rounds`` times.  Returns π, the active slots, τ, M, the Cholesky factor of M
+    and which rows hold their QP's solution (the others hold a feasible point on the way to it).
     """
-    for _ in range(2 * G.shape[1] + 8):
-        target, tau = _kkt_solve(_kkt_matrix(G, valid), c, valid)
-        feasible = ((target >= -tol) | ~valid).all(-1)
-        if bool(feasible.all()):
-            pi = torch.where(valid, target.clamp_min(0.0), torch.zeros_like(target))
-            return pi / pi.sum(-1, keepdim=True), valid, tau
-        direction = target - pi
-        shrink = valid & (direction < 0) & (target < -tol)
-        ratio = torch.where(shrink, pi / torch.where(shrink, -direction, torch.ones_like(direction)),
-                            torch.full_like(pi, math.inf))
-        step = ratio.amin(-1, keepdim=True).clamp(max=1.0)
-        first = ratio.argmin(-1, keepdim=True)
-        moved = (pi + step * direction).clamp_min(0.0).scatter(-1, first, 0.0)
-        moving = (~feasible).unsqueeze(-1)
-        pi = torch.where(moving, moved, torch.where(valid, target.clamp_min(0.0), pi))
-        drop = torch.zeros_like(valid).scatter(-1, first, True) & moving
-        valid = valid & ~drop & ~(moving & (pi <= tol))
-        pi = torch.where(valid, pi, torch.zeros_like(pi))
-        pi = pi / pi.sum(-1, keepdim=True)
-    raise RuntimeError("the active-set inner loop did not terminate")  # pragma: no cover
+    L = torch.linalg.cholesky(M)
+    target, tau = _solve(L, c, valid.to(c.dtype))
+    pi, valid = pi.clone(), valid.clone()
+    moving = ((target < -tol) & valid).any(-1)
+    for _ in range(rounds):
+        if not bool(moving.any()):
+            break
+        rows = moving.nonzero().squeeze(1)
+        p, v, t = pi[rows], valid[rows], target[rows]
+        # move towards the target until the first falling weight reaches zero (p − t > 0 where t < 0 <= p)
+        ratio = torch.where((t < -tol) & v, p / (p - t), math.inf)
+        step, first = ratio.min(-1, keepdim=True)
+        p = torch.addcmul(p, step, t - p).clamp_min_(0.0).scatter_(-1, first, 0.0)
+        stay = v & (p > tol)
+        p = p * stay
+        pi[rows], valid[rows] = p / p.sum(-1, keepdim=True), stay
+        Mr = _release(M[rows], (v & ~stay).to(M.dtype))
+        Lr = torch.linalg.cholesky(Mr)
+        M.index_copy_(0, rows, Mr)
+        L.index_copy_(0, rows, Lr)
+        t, tau_rows = _solve(Lr, c[rows], stay.to(c.dtype))
+        target[rows], tau[rows] = t, tau_rows
+        moving = torch.zeros_like(moving).index_put_((rows,), ((t < -tol) & stay).any(-1))
+    pi = torch.where(moving.unsqueeze(-1), pi, target.clamp_min(0.0))
+    return pi / pi.sum(-1, keepdim=True), valid, tau, M, L, ~moving
+
+
+#: A warm start: θ (B, N) -> (structures (B, S, N), features (B, S), weights (B, S)).  The structures with
+#: positive weight must be admissible and affinely independent; the weights are normalised per row, slots
+#: with weight 0 are unused, and the structures tensor becomes the solver's (it is updated in place).
+WarmStart = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _collect(parts, mu: torch.Tensor, tau: torch.Tensor, n_iter: int) -> ActiveSets:
+    """The solution with the active sets of the rows solved at different iterations (each part: the row
+    indices and their structures, features, validity and weights), padded to a common number of slots."""
+    if not parts:  # structures not kept
+        empty = mu.new_zeros((mu.shape[0], 0))
+        return ActiveSets(mu, empty.unsqueeze(-1), empty, empty.bool(), empty, tau, n_iter)
+    slots = max(p[1].shape[1] for p in parts)
+
+    def pad(t, value):
+        extra = slots - t.shape[1]
+        if extra == 0:
+            return t
+        return torch.cat([t, torch.full((t.shape[0], extra, *t.shape[2:]), value, dtype=t.dtype, device=t.device)], 1)
+
+    rows = torch.cat([p[0] for p in parts])
+    order = torch.empty_like(rows)
+    order[rows] = torch.arange(rows.numel(), device=rows.device)
+    A, feats, valid, pi = (torch.cat([pad(p[i], v) for p in parts])[order]
+                           for i, v in ((1, 0), (2, 0), (3, False), (4, 0)))
+    keep = valid.any(0)  # drop slots no row uses
+    if not bool(keep.all()):
+        A, feats, valid, pi = A[:, keep], feats[:, keep], valid[:, keep], pi[:, keep]
+    return ActiveSets(mu, A, feats, valid, pi, tau, n_iter)
 
 
 def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, max_iter: int = MAX_ITER,
-               tol: Optional[float] = None) -> ActiveSets:
+               tol: Optional[float] = None, start: Optional[WarmStart] = None, structures: bool = True) -> ActiveSets:
     """Batched primal active-set SparseMAP for scores ``theta`` (B, N) (eq-sparsemap-active-set).
 
-    The Gram matrix of the active structures and their scores are updated as structures enter, so the
-    inner iterations only touch (rows × slots × slots) tensors.  A structure returned by the oracle that
-    lies in the affine hull of the active ones (a_new = Σ λ_s a_s, Σ λ = 1) cannot move μ; it improves
-    the objective only through its score, c_new > Σ λ_s c_s, and is then swapped in along
-    π ← π + t(e_new − λ) until the first weight reaches zero.  This keeps every active set affinely
-    independent, so each QP solve is a plain linear solve.
+    Each row starts from its MAP structure, or from the structures and weights of ``start`` (any
+    feasible point of an affinely independent set: a good start saves most of the iterations).
+    The lifted Gram matrix of the active structures and their scores are updated as structures enter
+    and leave, so the iterations only touch (rows × slots × slots) tensors, and a structure that enters
+    takes the slot of one that left.  A structure returned by the oracle that lies in the affine hull of
+    the active ones (a_new = Σ λ_s a_s, Σ λ = 1) cannot move μ; it improves the objective only through
+    its score, c_new > Σ λ_s c_s, and is then swapped in along π ← π + t(e_new − λ) until the first
+    weight reaches zero.  This keeps every active set affinely independent, so each QP has a unique
+    solution.  An iteration drops at most ``DROP_ROUNDS`` structures per row; a row with more to drop
+    keeps its feasible point and adds no structure until its QP is solved, so that the few rows with
+    long drop sequences do not add rounds to every iteration.  Rows leave the batch as soon as they
+    have converged: later iterations (and oracle calls) only see the rows still being solved.  With
+    ``structures=False`` only μ and τ are returned (the active sets are what the backward pass and the
+    conjugate need).
     """
+    return _active_set(theta, oracle, w, max_iter, tol, start, structures)
+
+
+def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSets:
     if tol is None:
         tol = 1e3 * torch.finfo(theta.dtype).eps
-    a0, b0 = oracle(theta)
-    A = a0.to(theta.dtype).unsqueeze(1)
-    feats = b0.to(theta.dtype).unsqueeze(1)
-    G = (A * A).sum(-1, keepdim=True)
-    c = (A.squeeze(1) * theta).sum(-1, keepdim=True) + w * feats
-    valid = torch.ones(theta.shape[0], 1, dtype=torch.bool, device=theta.device)
-    pi = torch.ones(theta.shape[0], 1, dtype=theta.dtype, device=theta.device)
-    done = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
+    dtype, batch = theta.dtype, theta.shape[0]
+    if start is None:
+        a0, b0 = oracle(theta)
+        A, feats = a0.to(dtype).unsqueeze(1).clone(), b0.to(dtype).unsqueeze(1)
+        pi = torch.ones(batch, 1, dtype=dtype, device=theta.device)
+    else:  # (the structures the start returns are updated in place)
+        A, feats, pi = (t.to(dtype) for t in start(theta))
+        pi = pi * (pi > 0)
+    valid = pi > 0
+    vf = valid.to(dtype)
+    M = _release((A @ A.transpose(1, 2) + 1.0) * vf.unsqueeze(-1) * vf.unsqueeze(-2), 1.0 - vf)
+    if start is not None:  # a row without a usable start (no weight, or dependent structures) starts from its MAP
+        redo = ~valid.any(-1) | (torch.linalg.cholesky_ex(M).info != 0)
+        if bool(redo.any()):
+            a0, b0 = oracle(theta[redo])
+            A[redo], feats[redo], pi[redo] = 0.0, 0.0, 0.0
+            A[redo, 0], feats[redo, 0], pi[redo, 0] = a0.to(dtype), b0.to(dtype), 1.0
+            valid = pi > 0
+            vf = valid.to(dtype)
+            M[redo] = _release((A[redo] @ A[redo].transpose(1, 2) + 1.0) * vf[redo].unsqueeze(-1)
+                               * vf[redo].unsqueeze(-2), 1.0 - vf[redo])
+    spare = torch.empty_like(A)  # the rows still being solved are copied back and forth between A and spare
+    pi = pi / pi.sum(-1, keepdim=True)
+    c = ((A @ theta.unsqueeze(-1)).squeeze(-1) + w * feats) * vf
+    rows = torch.arange(batch, device=theta.device)  # the rows still being solved
+    out_mu, out_tau = torch.empty_like(theta), torch.empty_like(theta[:, 0])
+    parts = []
     for it in range(1, max_iter + 1):
-        pi, valid, tau = _optimise_on_active_set(G, c, valid, pi, tol)
-        mu = (pi.unsqueeze(-1) * A).sum(1)
-        y, b = oracle(theta - mu)
-        y, b = y.to(theta.dtype), b.to(theta.dtype)
-        ay = (A @ y.unsqueeze(-1)).squeeze(-1)  # overlaps with the active structures
-        yy = (y * y).sum(-1)
-        c_new = (theta * y).sum(-1) + w * b
-        gain = c_new - (mu * y).sum(-1)
-        known = ((ay == yy.unsqueeze(-1)) & (torch.diagonal(G, dim1=1, dim2=2) == yy.unsqueeze(-1)) & valid).any(-1)
-        done = done | known | (gain <= tau + tol * (1.0 + tau.abs()))
-        if bool(done.all()):
-            return ActiveSets(mu, A, feats, valid, pi, tau, it)
-        # is the new structure in the affine hull of the active ones?  λ solves the same KKT system
-        lam, _ = _kkt_solve(_kkt_matrix(G, valid), ay, valid)
-        vf = valid.to(theta.dtype)
-        Gv = G * (vf.unsqueeze(-1) * vf.unsqueeze(-2))
-        resid = yy - 2 * (lam * ay).sum(-1) + (lam.unsqueeze(1) @ Gv @ lam.unsqueeze(-1)).flatten()
-        dependent = (resid < 1e-6) & ~done
+        pi, valid, tau, M, L, ready = _optimise_on_active_set(M, c, valid, pi, tol, DROP_ROUNDS)
+        mu = (pi.unsqueeze(1) @ A).squeeze(1)
+        v = theta - mu
+        y, b = oracle(v)
+        if y.dtype != dtype or b.dtype != dtype:
+            y, b = y.to(dtype), b.to(dtype)
+        ay = (y.unsqueeze(1) @ A.transpose(1, 2)).squeeze(1)  # overlaps with the structures in the slots
+        yy = y.sum(-1)  # (0/1 structures: the squared norm is the size)
+        gain = torch.add((v * y).sum(-1), b, alpha=w)
+        size = torch.diagonal(M, dim1=1, dim2=2) - 1.0
+        known = ((ay == yy.unsqueeze(-1)) & (size == yy.unsqueeze(-1)) & valid).any(-1)
+        done = ready & (known | (gain <= tau + tol * (1.0 + tau.abs())))
+        if bool(done.any()):
+            finished = done.nonzero().squeeze(-1)
+            out_mu.index_copy_(0, rows[finished], mu[finished])
+            out_tau.index_copy_(0, rows[finished], tau[finished])
+            if structures:
+                parts.append((rows[finished], A[finished], feats[finished], valid[finished], pi[finished]))
+            if finished.numel() == rows.numel():
+                return _collect(parts, out_mu, out_tau, it)
+            left = (~done).nonzero().squeeze(-1)
+            A, spare = torch.index_select(A, 0, left, out=spare[: left.numel()]), A
+            rows, theta, feats, M, L, c, valid, pi, y, b, ay, yy, gain, mu, ready = (
+                t[left] for t in (rows, theta, feats, M, L, c, valid, pi, y, b, ay, yy, gain, mu, ready))
+        vf = valid.to(dtype)
+        ay = ay * vf  # the overlaps with structures that left are stale
+        # is the new structure in the affine hull of the active ones?  λ solves the same QP with top = A y,
+        # and ‖y − Aᵀλ‖² = yᵀy − λᵀAy − τ_λ
+        lam, tau_lam = _solve(L, ay, vf)
+        dependent = (yy - (lam * ay).sum(-1) - tau_lam < 1e-6) & ready
         new_pi = torch.zeros_like(pi[:, :1])
         if bool(dependent.any()):
-            pos = valid & (lam > tol)
-            ratio = torch.where(pos, pi / torch.where(pos, lam, torch.ones_like(lam)), torch.full_like(pi, math.inf))
-            step = ratio.amin(-1, keepdim=True)
-            first = ratio.argmin(-1, keepdim=True)
-            swapped = (pi - step * lam).clamp_min(0.0).scatter(-1, first, 0.0)
+            ratio = torch.where(valid & (lam > tol), pi / lam, math.inf)
+            step, first = ratio.min(-1, keepdim=True)
             dep = dependent.unsqueeze(-1)
-            pi = torch.where(dep, swapped, pi)
-            valid = valid & ~(dep & torch.zeros_like(valid).scatter(-1, first, True))
+            pi = torch.where(dep, torch.addcmul(pi, step, lam, value=-1.0).clamp_min_(0.0).scatter_(-1, first, 0.0), pi)
+            gone = torch.zeros_like(vf).scatter_(-1, first, 1.0) * dep
+            valid, vf = valid & (gone == 0), vf - gone
+            M, c, ay = _release(M, gone), c * vf, ay * vf
             new_pi = torch.where(dep, step, new_pi)
-        A = torch.cat([A, y.unsqueeze(1)], dim=1)
-        feats = torch.cat([feats, b.unsqueeze(1)], dim=1)
-        G = torch.cat([torch.cat([G, ay.unsqueeze(-1)], dim=2),
-                       torch.cat([ay, yy.unsqueeze(-1)], dim=1).unsqueeze(1)], dim=1)
-        c = torch.cat([c, c_new.unsqueeze(-1)], dim=1)
-        valid = torch.cat([valid, ~done.unsqueeze(1)], dim=1)
-        pi = torch.cat([pi, new_pi], dim=1)
-        pi = torch.where(valid, pi, torch.zeros_like(pi))
+        # the new structure takes the first free slot of its row (one more slot for all rows if a row is full)
+        if not bool((~valid).any(-1).all()):
+            A = torch.cat([A, torch.zeros_like(A[:, :1])], 1)
+            spare = torch.empty_like(A)
+            feats, c, pi, ay, vf = (torch.cat([t, torch.zeros_like(t[:, :1])], 1) for t in (feats, c, pi, ay, vf))
+            valid = torch.cat([valid, torch.zeros_like(valid[:, :1])], 1)
+            M = torch.nn.functional.pad(M, (0, 1, 0, 1))
+            M[:, -1, -1] = 1.0
+        here = torch.arange(A.shape[0], device=A.device)
+        at = (~valid).to(torch.int8).argmax(-1)
+        A[here, at] = y
+        lifted = (ay + 1.0) * vf  # (aᵀy + 1) with the active structures
+        lifted[here, at] = yy + 1.0
+        lifted = torch.where(ready.unsqueeze(-1), lifted, torch.nn.functional.one_hot(at, A.shape[1]).to(dtype))
+        M[here, at, :] = lifted
+        M[here, :, at] = lifted
+        c[here, at] = gain + (mu * y).sum(-1)  # c_new = θᵀy + w b
+        feats[here, at] = b
+        valid[here, at] = ready  # rows still dropping structures add none
+        pi[here, at] = new_pi.squeeze(-1)
         pi = pi / pi.sum(-1, keepdim=True)
-        keep = valid.any(0)  # drop slots no row uses
-        if not bool(keep.all()):
-            A, feats, valid, pi, c = A[:, keep], feats[:, keep], valid[:, keep], pi[:, keep], c[:, keep]
-            G = G[:, keep][:, :, keep]
     raise RuntimeError(f"SparseMAP active set did not converge in {max_iter} iterations")
 
 
@@ -178,8 +291,8 @@ def _jacobian_core(A: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 class _SparseMAPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, theta, w_tensor, oracle, w, max_iter):
-        sol = active_set(theta, oracle, w, max_iter)
+    def forward(ctx, theta, w_tensor, oracle, w, max_iter, start):
+        sol = active_set(theta, oracle, w, max_iter, start=start, structures=any(ctx.needs_input_grad[:2]))
         ctx.save_for_backward(sol.structures, sol.valid, sol.features)
         return sol.mu
 
@@ -193,17 +306,20 @@ class _SparseMAPFunction(torch.autograd.Function):
         g_w = None
         if ctx.needs_input_grad[1]:
             g_w = (mag.squeeze(-1) * feats * valid.to(feats.dtype)).sum().reshape(())
-        return g_theta, g_w, None, None, None
+        return g_theta, g_w, None, None, None, None
 
 
-def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: int = MAX_ITER) -> torch.Tensor:
+def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: int = MAX_ITER,
+              start: Optional[WarmStart] = None) -> torch.Tensor:
     """SparseMAP marginals of scores ``theta`` (B, N) for a batched MAP ``oracle`` (eq-sparsemap-map).
 
     ``w`` is the weight of the pairwise feature: a float, or a 0-dim tensor that may require grad.
+    ``start`` is an optional warm start for the active set (see :func:`active_set`); it changes the
+    path of the solver, not the solution.
     """
     w_tensor = w if isinstance(w, torch.Tensor) else None
     w_value = float(w) if not isinstance(w, torch.Tensor) else float(w.detach())
-    return _SparseMAPFunction.apply(theta, w_tensor, oracle, w_value, max_iter)
+    return _SparseMAPFunction.apply(theta, w_tensor, oracle, w_value, max_iter, start)
 
 
 class SparseMAP(Regularizer):
