@@ -17,12 +17,12 @@ import hfy.reference as ref
 from hfy.reference.constrained_sparsemax import constrained_sparsemax_vjp
 from hfy.testing import (
     FD_ATOL,
-    FD_STEP,
     GRADCHECK,
     ORACLE_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     dtype_atol,
+    finite_difference_jacobian,
     random_scores,
 )
 
@@ -44,15 +44,6 @@ def finite_scores(min_n=1, max_n=10, bound=10.0):
     return st.integers(min_n, max_n).flatmap(
         lambda n: hnp.arrays(np.float64, n, elements=st.floats(-bound, bound, allow_subnormal=False))
     )
-
-
-def fd_jacobian(f, x, h=FD_STEP):
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h
-        cols.append((f(x + e) - f(x - e)) / (2 * h))
-    return np.stack(cols, axis=1)
 
 
 # --- the triangle ----------------------------------------------------------------------------------------
@@ -200,8 +191,8 @@ def test_reference_vjp_matches_finite_differences(seed):
     z, u = random_scores((8,), 1.5, seed), random_caps((8,), seed, high=0.4)
     g = random_scores((8,), 1.0, seed + 100)
     gz, gu = constrained_sparsemax_vjp(z, u, g)
-    jz = fd_jacobian(lambda t: ref.constrained_sparsemax(t, u), z)
-    ju = fd_jacobian(lambda t: ref.constrained_sparsemax(z, t), u)
+    jz = finite_difference_jacobian(lambda t: ref.constrained_sparsemax(t, u), z)
+    ju = finite_difference_jacobian(lambda t: ref.constrained_sparsemax(z, t), u)
     np.testing.assert_allclose(gz, g @ jz, rtol=0, atol=FD_ATOL)
     np.testing.assert_allclose(gu, g @ ju, rtol=0, atol=FD_ATOL)
     zt, ut = torch.from_numpy(z).requires_grad_(), torch.from_numpy(u).requires_grad_()

@@ -17,13 +17,13 @@ import hfy.reference as ref
 from hfy.reference._core import bisect_decreasing, capped_threshold
 from hfy.testing import (
     FD_ATOL,
-    FD_STEP,
     GRADCHECK,
     ORACLE_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     adversarial_scores,
     dtype_atol,
+    finite_difference_jacobian,
     random_scores,
 )
 
@@ -56,15 +56,6 @@ def finite_scores(min_n=1, max_n=10, bound=10.0):
     return st.integers(min_n, max_n).flatmap(
         lambda n: hnp.arrays(np.float64, n, elements=st.floats(-bound, bound, allow_subnormal=False))
     )
-
-
-def fd_jacobian(f, x, h=FD_STEP):
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h
-        cols.append((f(x + e) - f(x - e)) / (2 * h))
-    return np.stack(cols, axis=1)
 
 
 def oracle_cases():
@@ -289,7 +280,7 @@ def test_gradcheck_per_row_k_and_dims():
 def test_reference_jacobian_matches_finite_differences(seed, exactly_k):
     theta = random_scores((8,), [0.3, 1.0, 3.0][seed], seed)
     jac = ref.ksubsets_jacobian(theta, 3, exactly_k)
-    fd = fd_jacobian(lambda t: ref.ksubsets(t, 3, exactly_k=exactly_k), theta)
+    fd = finite_difference_jacobian(lambda t: ref.ksubsets(t, 3, exactly_k=exactly_k), theta)
     np.testing.assert_allclose(jac, fd, rtol=0, atol=FD_ATOL)
     auto = torch.autograd.functional.jacobian(lambda t: hfy.ksubsets(t, 3, exactly_k=exactly_k),
                                               torch.from_numpy(theta))

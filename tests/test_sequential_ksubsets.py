@@ -24,6 +24,7 @@ from hfy.testing import (
     PROPERTY_ATOL,
     REFERENCE_ATOL,
     dtype_atol,
+    finite_difference_jacobian,
     random_scores,
 )
 
@@ -48,15 +49,6 @@ def brute_force_structures(n, k, w, exactly_k):
     A = np.array([r[0] for r in rows])
     b = np.array([r[1] for r in rows])
     return A, b
-
-
-def fd_jacobian(f, x, h=FD_STEP):
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h
-        cols.append((f(x + e) - f(x - e)) / (2 * h))
-    return np.stack(cols, axis=1)
 
 
 # --- MAP: the budgeted Viterbi recursion ------------------------------------------------------------------
@@ -253,7 +245,7 @@ def test_gradcheck_at_most_k_in_z_and_transition():
 def test_reference_jacobians_match_finite_differences(seed, w):
     theta = random_scores((8,), 1.0, seed)
     active = ref.SequentialKSubsets(3, w).solve(theta)
-    fd = fd_jacobian(lambda t: ref.sequential_ksubsets(t, 3, w), theta)
+    fd = finite_difference_jacobian(lambda t: ref.sequential_ksubsets(t, 3, w), theta)
     np.testing.assert_allclose(sparsemap_jacobian(active), fd, rtol=0, atol=FD_ATOL)
     auto = torch.autograd.functional.jacobian(lambda t: hfy.sequential_ksubsets(t, 3, w), torch.from_numpy(theta))
     np.testing.assert_allclose(auto.numpy(), sparsemap_jacobian(active), rtol=0, atol=REFERENCE_ATOL)
@@ -268,7 +260,7 @@ def test_reference_jacobian_at_most_k_with_the_empty_structure_active():
     theta = np.array([0.3, -1.0, -2.0, -0.5])
     active = ref.SequentialKSubsets(2, 0.4, exactly_k=False).solve(theta)
     np.testing.assert_allclose(active.mu, [0.3, 0.0, 0.0, 0.0], rtol=0, atol=PROPERTY_ATOL)
-    fd = fd_jacobian(lambda t: ref.sequential_ksubsets(t, 2, 0.4, exactly_k=False), theta)
+    fd = finite_difference_jacobian(lambda t: ref.sequential_ksubsets(t, 2, 0.4, exactly_k=False), theta)
     assert abs(fd[0, 0] - 1.0) <= FD_ATOL
     np.testing.assert_allclose(sparsemap_jacobian(active), fd, rtol=0, atol=FD_ATOL)
 

@@ -19,6 +19,7 @@ from hfy.testing import (
     ORACLE_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
+    finite_difference_jacobian,
     random_scores,
 )
 
@@ -83,15 +84,6 @@ def at_most_one_np(v):
     if v.max() > 0:
         a[np.argmax(v)] = 1.0
     return a, 0.0
-
-
-def fd_jacobian(f, x, h=FD_STEP):
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h
-        cols.append((f(x + e) - f(x - e)) / (2 * h))
-    return np.stack(cols, axis=1)
 
 
 # --- general SparseMAP -------------------------------------------------------------------------------------
@@ -169,7 +161,7 @@ def test_reference_jacobians_match_finite_differences(seed):
     theta = random_scores((N_GROUPS,), 1.0, seed)
     oracle = two_groups_np_bonus(w)
     act = ref.sparsemap_active_set(theta, oracle, w)
-    fd = fd_jacobian(lambda t: ref.sparsemap_active_set(t, oracle, w).mu, theta)
+    fd = finite_difference_jacobian(lambda t: ref.sparsemap_active_set(t, oracle, w).mu, theta)
     np.testing.assert_allclose(sparsemap_jacobian(act), fd, rtol=0, atol=FD_ATOL)
     fd_w = (ref.sparsemap_active_set(theta, two_groups_np_bonus(w + FD_STEP), w + FD_STEP).mu
             - ref.sparsemap_active_set(theta, two_groups_np_bonus(w - FD_STEP), w - FD_STEP).mu) / (2 * FD_STEP)
@@ -186,7 +178,7 @@ def test_jacobian_with_the_empty_structure_active():
     act = ref.sparsemap_active_set(theta, at_most_one_np)
     np.testing.assert_allclose(act.mu, [0.3, 0.0, 0.0], rtol=0, atol=PROPERTY_ATOL)
     expected = np.diag([1.0, 0.0, 0.0])
-    np.testing.assert_allclose(fd_jacobian(lambda t: ref.sparsemap_active_set(t, at_most_one_np).mu, theta), expected,
+    np.testing.assert_allclose(finite_difference_jacobian(lambda t: ref.sparsemap_active_set(t, at_most_one_np).mu, theta), expected,
                                rtol=0, atol=FD_ATOL)
     np.testing.assert_allclose(sparsemap_jacobian(act), expected, rtol=0, atol=FD_ATOL)
     auto = torch.autograd.functional.jacobian(lambda t: hfy.sparsemap(t[None], at_most_one)[0], torch.from_numpy(theta))
