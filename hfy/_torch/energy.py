@@ -174,6 +174,11 @@ def _attention(q: torch.Tensor, X: torch.Tensor, beta, mask: Optional[torch.Tens
     return out
 
 
+def _sparse_products(X: torch.Tensor) -> bool:
+    """Whether Xᵀp can be a CSR product: torch's CPU kernel for float32/float64."""
+    return X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64)
+
+
 def _csr_product(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """P X for P given in compressed-sparse-row form (row pointers, column indices, values)."""
     with warnings.catch_warnings():  # torch flags its CSR layout as beta on first use; the product is exact
@@ -186,7 +191,7 @@ def _csr_product(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, X
 def _weighted_rows(weights: torch.Tensor, index: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """Σ_j weights[b, j] X[index[b, j]] for every row b: a CSR product on CPU, a gather elsewhere."""
     rows, k = weights.shape
-    if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
+    if _sparse_products(X):
         crow = torch.arange(0, rows * k + 1, k, device=X.device)
         return _csr_product(crow, index.reshape(-1), weights.reshape(-1), X)
     return torch.einsum("bk,bkd->bd", weights, X[index])
@@ -226,8 +231,7 @@ def _large_support(theta: torch.Tensor, top: torch.Tensor, omega: Regularizer, X
     values = weights[cand_rows, slot]
     keep = values != 0
     cand_rows, cand_cols, values = cand_rows[keep], cand_cols[keep], values[keep]
-    if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64) \
-            and values.numel() * SPARSE_PRODUCT_RATIO <= rows * n:
+    if _sparse_products(X) and values.numel() * SPARSE_PRODUCT_RATIO <= rows * n:
         counts = torch.bincount(cand_rows, minlength=rows)
         out = _csr_product(torch.cat([counts.new_zeros(1), counts.cumsum(0)]), cand_cols, values, X)
     else:
@@ -255,12 +259,13 @@ def _sparse_retrieval(q: torch.Tensor, X: torch.Tensor, beta, omega: Regularizer
     vals, idx = flat.topk(TOPK, dim=-1, sorted=False)
     pv = omega.predict(vals)
     edge = pv.gather(-1, vals.argmin(-1, keepdim=True)).squeeze(-1)
-    out = _weighted_rows(pv, idx, X)
     spill = torch.nonzero(edge != 0).flatten()
-    if spill.numel() == flat.shape[0]:
+    if spill.numel() == flat.shape[0]:  # no row fits: skip the top-64 product
         out = _large_support(flat, vals, omega, X)
-    elif spill.numel():
-        out[spill] = _large_support(flat[spill], vals[spill], omega, X)
+    else:
+        out = _weighted_rows(pv, idx, X)
+        if spill.numel():
+            out[spill] = _large_support(flat[spill], vals[spill], omega, X)
     return out.reshape(*q.shape[:-1], X.shape[1])
 
 
