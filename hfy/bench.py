@@ -65,13 +65,24 @@ def forward_backward_seconds(fn: Callable[[torch.Tensor], torch.Tensor], x: torc
     return time.perf_counter() - start
 
 
+_WAKE = torch.ones(1 << 16)
+
+
+def wake_threads(rounds: int = 3) -> None:
+    """Run a few small parallel operations so that every thread of torch's pool is running."""
+    for _ in range(rounds):
+        _WAKE.add_(0.0).sum()
+
+
 def interleaved_medians(fns: Sequence[Callable[[], float]], reps: int, warmup: int = 1,
                         pause: float = 0.1) -> List[float]:
     """Median of ``reps`` calls of each timer, called in turn (A B A B ...).
 
     Each call starts ``pause`` seconds after the previous one ended: BLAS thread pools (numpy's
     among them) keep spinning for a while after a call, and would otherwise compete with the next
-    implementation for the cores.
+    implementation for the cores.  After the pause, a few small untimed parallel operations wake
+    torch's thread pool (:func:`wake_threads`): on virtual machines an idle core can take several
+    milliseconds to resume, a cost that back-to-back calls (a training loop) never pay.
     """
     for _ in range(warmup):
         for f in fns:
@@ -80,6 +91,7 @@ def interleaved_medians(fns: Sequence[Callable[[], float]], reps: int, warmup: i
     for _ in range(reps):
         for i, f in enumerate(fns):
             time.sleep(pause)
+            wake_threads()
             samples[i].append(f())
     return [statistics.median(s) for s in samples]
 

@@ -33,8 +33,8 @@ NINF = -math.inf
 cuda = pytest.mark.cuda
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-#: shapes, dims and k for reference vs torch; N = 64 > the fast path's 32 candidates, so both of its
-#: branches (top-32 candidates and the full fallback, e.g. k = 40) run.
+#: shapes, dims and k for reference vs torch; rows of N = 64 go to the sorted breakpoints (on their 16
+#: largest scores, and whole for k = 40), rows of N = 200 to the Newton passes.
 LAYOUTS = [
     pytest.param(shape, dim, k, scale, id=f"{shape}-dim{dim}-k{k}-scale{scale}")
     for shape, dim, k, scale in [
@@ -491,8 +491,9 @@ def test_cuda_matches_cpu(dtype):
 # --- the sort-free threshold (Newton passes) and the rows it leaves to the sorted breakpoints -----------------
 
 
-def _mixed_rows(n=48):
-    """Rows that settle after a few Newton passes next to rows that go to the sorted breakpoints."""
+def _mixed_rows(n=160):
+    """Rows that settle after a few Newton passes next to rows that go to the sorted breakpoints
+    (long enough, at 160 scores, for the Newton passes at the default ``UNIT_GROUPS``)."""
     rng = np.random.default_rng(7)
     rows = [rng.standard_normal(n), 0.05 * rng.standard_normal(n), 10.0 * rng.standard_normal(n)]
     outlier = rng.standard_normal(n)
@@ -522,17 +523,17 @@ def test_newton_threshold_on_mixed_rows_agrees_with_reference(k, exactly_k):
         assert set(np.unique(out[4])) == {0.0, 1.0}
 
 
-@pytest.mark.parametrize("extra,passes", [(1, 16), (1, 1), (5, 3), (10**6, 16)],
-                         ids=["all spill", "all sorted", "mixed", "all candidates"])
-def test_threshold_stages_agree_with_the_sorted_breakpoints(monkeypatch, extra, passes):
-    """Each stage of the k-subsets threshold, forced: few candidates make most rows spill to the Newton
-    passes, one pass leaves them to the sorted breakpoints, and a candidate set as long as the row is
-    exact on its own."""
+@pytest.mark.parametrize("groups,passes", [(2, 16), (2, 1), (4, 3), (10**6, 16)],
+                         ids=["newton", "all sorted after one pass", "mixed", "all sorted outright"])
+def test_threshold_stages_agree_with_the_sorted_breakpoints(monkeypatch, groups, passes):
+    """Each stage of the k-subsets threshold, forced: few group maxima give a poor start and many
+    Newton passes, one pass leaves every row to the sorted breakpoints, and more groups than half the
+    row sends it to the sorted breakpoints outright."""
     from hfy._torch import _core
 
-    monkeypatch.setattr(_core, "UNIT_CANDIDATES", extra)
+    monkeypatch.setattr(_core, "UNIT_GROUPS", groups)
     monkeypatch.setattr(_core, "UNIT_PASSES", passes)
-    z = np.concatenate([_mixed_rows(), random_scores((40, 48), 2.0, seed=9)])
+    z = np.concatenate([_mixed_rows(), random_scores((40, 160), 2.0, seed=9)])
     for k in (1, 3, 6):
         out = hfy.ksubsets(torch.from_numpy(z), k).numpy()
         np.testing.assert_allclose(out, ref.ksubsets(z, k), rtol=0, atol=REFERENCE_ATOL)
@@ -550,3 +551,72 @@ def test_newton_threshold_low_precision_mixed_rows(dtype):
         assert out.dtype == dtype and not torch.isnan(out).any()
         expected = ref.ksubsets(z.double().numpy(), k)
         assert np.abs(out.double().numpy() - expected).max() <= dtype_atol(dtype)
+
+
+def _newton_rows(n=256, seed=11):
+    """Rows for the Newton passes that stress their special cases (float64, N = 256 >= 2 · 64 groups)."""
+    rng = np.random.default_rng(seed)
+    rows = [100.0 * rng.standard_normal(n), 10.0 * rng.standard_normal(n)]  # flat pieces: integral outputs
+    shared = rng.standard_normal(n)
+    shared[[0, 64, 128, 192]] = [9.0, 8.5, 8.0, 7.5]  # the top four share one of the 64 strided groups
+    rows.append(shared)
+    grid = np.round(rng.standard_normal(n) * 3)  # integers: gaps of exactly 1 and ties
+    rows.append(grid)
+    masked = rng.standard_normal(n)
+    masked[rng.random(n) < 0.9] = NINF  # whole groups masked
+    masked[:8] = 3.0 * rng.standard_normal(8)
+    rows.append(masked)
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+def test_newton_passes_special_rows_agree_with_reference_and_stay_integral(k):
+    z = _newton_rows()
+    out = hfy.ksubsets(torch.from_numpy(z), k).numpy()
+    expected = ref.ksubsets(z, k)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=REFERENCE_ATOL)
+    integral = np.all((expected == 0) | (expected == 1), axis=-1)
+    assert integral[0], "the first row (scale 100) should have an integral answer"
+    for r in np.flatnonzero(integral):
+        assert set(np.unique(out[r])) <= {0.0, 1.0}, f"row {r}: not exactly 0/1"
+
+
+def test_newton_flat_pieces_jump_and_round(monkeypatch):
+    """Rows on a flat piece take the jump of ``_leave_flat_pieces``, and rows settling at the end of a
+    flat piece come back for rounding: both paths run on integral rows, with exact 0/1 outputs."""
+    from hfy._torch import _core
+
+    jumped, rounded = [], []
+    leave, unit = _core._leave_flat_pieces, _core.capped_threshold_unit
+
+    def spy_leave(x, tau, resid, free, new):
+        jumped.append(int(((free == 0) & (resid != 0)).sum()))
+        return leave(x, tau, resid, free, new)
+
+    def spy_unit(*args, **kwargs):
+        tau, flat = unit(*args, **kwargs)
+        rounded.append(flat.numel())
+        return tau, flat
+
+    monkeypatch.setattr(_core, "_leave_flat_pieces", spy_leave)
+    monkeypatch.setattr("hfy._torch.ksubsets.capped_threshold_unit", spy_unit)
+    rng = np.random.default_rng(3)
+    z = 100.0 * rng.standard_normal((64, 256))
+    out = hfy.ksubsets(torch.from_numpy(z), 4).numpy()
+    np.testing.assert_array_equal(out, ref.ksubsets(z, 4))
+    assert sum(jumped) > 0 and sum(rounded) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_newton_passes_with_a_scratch_buffer_leave_inputs_alone(dtype):
+    """The solver writes only into its scratch buffer (the output): the scores are unchanged."""
+    from hfy._torch import _core
+
+    z = torch.from_numpy(np.concatenate([_newton_rows(), random_scores((60, 256), 1.0, seed=5)])).to(dtype)
+    before = z.clone()
+    work = torch.empty_like(z)
+    tau, _ = _core.capped_threshold_unit(z, torch.full((z.shape[0], 1), 3.0, dtype=dtype), work)
+    assert torch.equal(z, before)
+    expected = _core.capped_threshold_unit(z.double(), torch.full((z.shape[0], 1), 3.0, dtype=torch.float64))[0]
+    mu, mu64 = (z - tau).clamp(0, 1).double(), (z.double() - expected).clamp(0, 1)
+    assert (mu - mu64).abs().max().item() <= dtype_atol(dtype)

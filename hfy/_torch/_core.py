@@ -271,12 +271,15 @@ def capped_threshold_sorted(x: torch.Tensor, u: torch.Tensor, total: torch.Tenso
     return torch.where(flat, 0.5 * (before + left), tau)
 
 
-#: Candidates per row that :func:`capped_threshold_unit` solves on first (at least ⌈total⌉ + 1): torch's
-#: top-k keeps a heap for at most 16 of 1024 or more scores and sorts beyond, at twice the cost.
-UNIT_CANDIDATES = 16
+#: The Newton passes of :func:`capped_threshold_unit` start from the threshold of this many group maxima
+#: per row (at least 2·⌈max total⌉ + 2), a lower bound found by at most ``UNIT_START_PASSES`` Newton steps.
+UNIT_GROUPS = 64
+UNIT_START_PASSES = 3
 
-#: Newton passes of :func:`capped_threshold_unit` before the rows still moving are sorted.
+#: Newton passes of :func:`capped_threshold_unit` before the rows still moving are sorted, and the first
+#: passes, which count the capped entries among the group maxima only (:func:`_newton_step`).
 UNIT_PASSES = 16
+UNIT_GROUP_SLOPES = 2
 
 
 def _finite_caps(x: torch.Tensor):
@@ -286,100 +289,223 @@ def _finite_caps(x: torch.Tensor):
     return torch.where(finite, x, low), finite.to(x.dtype)
 
 
-def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+def _group_maxima(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Maxima of the ``groups`` strided groups {j, j + groups, j + 2·groups, ...} of the rows of ``x`` (R, N).
+
+    Strided rather than contiguous groups: the reduction then runs over the middle axis of a
+    (R, N/groups, groups) view, which is a few element-wise maxima over contiguous slices.
+    """
+    rows, n = x.shape
+    per = n // groups
+    out = x[:, : per * groups].reshape(rows, per, groups).amax(1)
+    rest = n - per * groups
+    if rest:
+        out = torch.cat([torch.maximum(out[:, :rest], x[:, per * groups:]), out[:, rest:]], dim=-1)
+    return out
+
+
+def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 work: torch.Tensor, s: Optional[torch.Tensor]):
+    """One safeguarded Newton step on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
+
+    One pass over the rows, through the buffer ``work``: c = clip(x − τ, 0, 1) gives g = Σ c and the
+    count of x > τ (Σ ceil(c); no boolean masks).  The slope −|F| (F = {τ < x <= τ + 1}) also needs
+    the count of capped entries x > τ + 1: a second pass, or, if ``s`` is given, the count among the
+    group maxima ``s`` (R, G).  These are the few largest scores, so the count is usually right; a
+    capped entry that shares its group with a larger one is missed, which overstates |F| and
+    shortens the step (the fixed point, g = total, does not depend on it).  With exact counts, a row
+    on a flat piece away from the solution jumps to its end (:func:`_leave_flat_pieces`).
+    g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; a step that
+    would leave the bracket is replaced by bisection.  Written with few operations: on small
+    batches their count, not the arithmetic, sets the time.
+    Returns (new τ, g − total, count of x > τ, capped count, lo, hi).
+    """
+    c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
+    resid = c.sum(-1, keepdim=True) - total
+    pos = c.ceil_().sum(-1, keepdim=True)
+    exact = s is None or s is x
+    if s is None:
+        capped = torch.sub(x, tau + 1.0, out=work).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
+    else:
+        capped = (s > tau + 1.0).sum(-1, keepdim=True, dtype=x.dtype)
+    free = pos - capped
+    above = resid >= 0
+    lo = torch.where(above, tau, lo)
+    hi = torch.where(above, hi, tau)
+    new = torch.addcdiv(tau, resid, free.clamp_min(1.0))
+    if exact:
+        new = _leave_flat_pieces(x, tau, resid, free, new)
+    inside = ((new > lo) & (new < hi)) | (new == tau)
+    return torch.where(inside, new, 0.5 * (lo + hi)), resid, pos, capped, lo, hi
+
+
+def _leave_flat_pieces(x: torch.Tensor, tau: torch.Tensor, resid: torch.Tensor, free: torch.Tensor,
+                       new: torch.Tensor) -> torch.Tensor:
+    """Newton's steps ``new``, with rows on a flat piece of g away from the solution sent to its end.
+
+    With no free entry (every score above τ capped) and g ≠ total (``resid`` = g − total), Newton has
+    no slope.  g stays the same up to the smallest score above τ, minus 1 (where that score starts
+    to fall), and down to the largest score at or below τ (where it starts to rise): for g > total
+    the step goes to the former, for g < total to the latter minus the missing mass (the bracket
+    corrects an overshoot).
+    """
+    stuck = ((free == 0) & (resid != 0)).squeeze(-1)
+    if not bool(stuck.any()):
+        return new
+    rows = stuck.nonzero().squeeze(-1)
+    xr, tr, rr = x.index_select(0, rows), tau.index_select(0, rows), resid.index_select(0, rows)
+    above = xr > tr
+    inf = torch.tensor(math.inf, dtype=x.dtype, device=x.device)
+    up = torch.where(above, xr, inf).amin(-1, keepdim=True) - 1.0
+    down = torch.where(above, -inf, xr).amax(-1, keepdim=True) + rr
+    return new.index_copy(0, rows, torch.where(rr > 0, up, down))
+
+
+def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool):
+    """A start and a lower bound for the k-subsets threshold of the rows of ``x`` (R, N), ``total`` (R, 1).
+
+    Dropping scores can only lower g, so the threshold of a subset S of the row is at most the
+    row's, and so is any τ with g_S(τ) >= total.  S holds the ``groups`` maxima of strided groups
+    (:func:`_group_maxima`); ``UNIT_START_PASSES`` Newton steps on S inside the bracket
+    [min S − 1, max S] give their last iterate (S's threshold once they settle) and the largest τ
+    they met with g_S(τ) >= total.  With −inf in the row the bracket starts at the smallest finite
+    score − 1 instead, where g counts every finite score.  Returns (start, lower bound, S).
+    """
+    s = _group_maxima(x, groups)
+    if masked:
+        lo = _finite_caps(x)[0].amin(-1, keepdim=True)
+        s = torch.where(torch.isfinite(s), s, lo)
+    else:
+        lo = s.amin(-1, keepdim=True) - 1.0
+    hi = s.amax(-1, keepdim=True)
+    tau, work = hi - 1.0, torch.empty_like(s)
+    for _ in range(UNIT_START_PASSES):
+        tau, _, _, _, lo, hi = _newton_step(s, total, tau, lo, hi, work, s)
+    return tau, lo, s
+
+
+def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 work: torch.Tensor, s: torch.Tensor):
     """Safeguarded Newton steps on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
 
-    ``lo`` <= τ <= ``hi`` bracket the solution (−inf allowed on the left).  Returns τ and the rows left to
-    :func:`capped_threshold_sorted` (see :func:`capped_threshold_unit`); their τ is meaningless.
+    ``lo`` <= τ <= ``hi`` bracket the solution; ``work`` is a scratch buffer shaped like ``x``, ``s``
+    the group maxima (:func:`_newton_step`).  Returns τ, the rows left to :func:`_unit_sorted` (their
+    τ is meaningless) and the rows that settled at the end of a flat piece (see
+    :func:`capped_threshold_unit`).
+
+    No full-size tensor is allocated: fresh memory costs page faults that can outweigh the passes
+    themselves.  Once at most half of the batch is still moving, its rows are copied into the upper
+    half of ``work`` (rows [r, 2r) for r moving rows, below the previous copy) and the passes use
+    rows [0, r) as scratch.
     """
     out = torch.empty_like(tau)
     rows = torch.arange(x.shape[0], device=x.device)  # the rows still moving
-    sort = []
-    work, frac = torch.empty_like(x), torch.empty_like(x)
+    flats = []
     ulp = 4 * torch.finfo(x.dtype).eps
+    slack = ulp * (1.0 + torch.maximum(lo.abs(), hi.abs()))  # a few ulps of τ, which stays in [lo, hi]
     for step in range(UNIT_PASSES):
-        c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
-        g = c.sum(-1, keepdim=True)
-        free = torch.frac(c, out=frac).ceil_().sum(-1, keepdim=True)
-        above = g >= total
-        lo = torch.where(above, tau, lo)
-        hi = torch.where(above, hi, tau)
-        new = tau + (g - total) / free.clamp_min(1.0)
-        new = torch.where(((new > lo) & (new < hi)) | (new == tau), new, 0.5 * (lo + hi))
-        slack = ulp * (1.0 + tau.abs())
-        settled = ((new - tau).abs() <= slack).squeeze(-1)
-        stuck = ((free == 0) & (g != total)).squeeze(-1)
-        tau = new
-        n_done = int((settled | stuck).sum())
-        if (n_done and 2 * n_done >= rows.numel()) or step == UNIT_PASSES - 1:
-            part = g - c.floor_().sum(-1, keepdim=True)  # Σ_F c
-            near = 2 * slack * free + ulp * g
-            flat = ((part <= near) | (free - part <= near)).squeeze(-1)
-            good = settled & ~flat & ~stuck
-            out.index_copy_(0, rows[good], tau[good])
-            sort.append(rows[(settled & flat) | stuck])
-            left = (~(settled | stuck)).nonzero().squeeze(-1)
-            rows, x, total, tau, lo, hi = (t[left] for t in (rows, x, total, tau, lo, hi))
-            work, frac = work[: rows.numel()], frac[: rows.numel()]
-            if rows.numel() == 0:
+        r = rows.numel()
+        exact = step >= UNIT_GROUP_SLOPES
+        new, resid, pos, capped, lo, hi = _newton_step(x, total, tau, lo, hi, work[:r], None if exact else s)
+        settled = ((new - tau).abs_() <= slack).squeeze(-1)
+        n_done = int(settled.sum())
+        if (n_done and 2 * n_done >= r) or step == UNIT_PASSES - 1:
+            if not exact:  # the exact count of capped entries at the τ just evaluated
+                capped = torch.sub(x, tau + 1.0, out=work[:r]).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
+            free, part = pos - capped, resid + (total - capped)  # |F| and Σ_F c
+            near = 2 * slack * free + ulp * (resid + total)
+            flat = settled & ((part <= near) | (free - part <= near)).squeeze(-1)
+            out.index_copy_(0, rows[settled], tau[settled])  # the τ just evaluated: g(τ) = total
+            flats.append(rows[flat])
+            left = (~settled).nonzero().squeeze(-1)  # (index_select: much faster than t[left] on CPU)
+            m = left.numel()
+            if m == 0 or step == UNIT_PASSES - 1:
+                rows = rows.index_select(0, left)
                 break
-    return out, torch.cat(sort + [rows])
+            x = torch.index_select(x, 0, left, out=work[m: 2 * m])  # 2m <= r: below the rows of x
+            rows, total, tau, lo, hi, s, slack = (t.index_select(0, left)
+                                                  for t in (rows, total, new, lo, hi, s, slack))
+        else:
+            tau = new
+    return out, rows, torch.cat(flats)
+
+
+#: Candidates per row of :func:`_unit_sorted` (at least ⌈total⌉ + 1): torch's top-k keeps a heap for at most
+#: 16 of 1024 or more scores and sorts beyond, at twice the cost.
+UNIT_CANDIDATES = 16
+
+
+def _unit_sorted(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """The k-subsets threshold of the rows of ``x`` (R, N) by sorted breakpoints (:func:`capped_threshold_sorted`).
+
+    In float64 for float32 scores, so that τ is correctly rounded.  Each row is first solved on its
+    ``UNIT_CANDIDATES`` largest scores: when the smallest of them ends at or below that τ, every other
+    score does too and τ is exact.  The other rows are sorted whole.
+    """
+    n = x.shape[-1]
+    wide = torch.float64 if x.dtype == torch.float32 else x.dtype
+    goal = total.to(wide)
+    m = min(n, max(int(math.ceil(float(total.max()))) + 1, UNIT_CANDIDATES))
+    if m == n:
+        return capped_threshold_sorted(*_finite_caps(x.to(wide)), goal).to(x.dtype)
+    vals = torch.topk(x, m, dim=-1, sorted=False).values.to(wide)
+    tau = capped_threshold_sorted(*_finite_caps(vals), goal)  # masked candidates: all finite scores are in
+    spill = (vals.amin(-1, keepdim=True) > tau).squeeze(-1)
+    if bool(spill.any()):
+        rows = spill.nonzero().squeeze(-1)
+        tau.index_copy_(0, rows, capped_threshold_sorted(*_finite_caps(x[rows].to(wide)), goal[rows]))
+    return tau.to(x.dtype)
 
 
 def _unit_threshold(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor,
-                    hi: torch.Tensor) -> torch.Tensor:
-    """:func:`_unit_newton` from τ in [lo, hi], with its leftover rows solved by the sorted breakpoints."""
-    tau, sort = _unit_newton(x, total, tau, lo, hi)
+                    hi: torch.Tensor, work: torch.Tensor, s: torch.Tensor):
+    """:func:`_unit_newton` from τ in [lo, hi], with its leftover rows solved by :func:`_unit_sorted`."""
+    tau, sort, flat = _unit_newton(x, total, tau, lo, hi, work, s)
     if sort.numel():
-        tau.index_copy_(0, sort, capped_threshold_sorted(*_finite_caps(x[sort]), total[sort]))
-    return tau
+        tau.index_copy_(0, sort, _unit_sorted(x.index_select(0, sort), total.index_select(0, sort)))
+    return tau, flat
 
 
-def capped_threshold_unit(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+def capped_threshold_unit(x: torch.Tensor, total: torch.Tensor, work: Optional[torch.Tensor] = None,
+                          masked: Optional[bool] = None, top: Optional[torch.Tensor] = None):
     """τ with Σ_i clip(x_i − τ, 0, 1) = total per row (last axis): the k-subsets threshold (eq-ksubsets-map).
 
     ``x`` (..., N) may hold −inf (masked entries); ``total`` (..., 1) with 0 < total < the number of
     finite entries.  g(τ) = Σ clip(x − τ, 0, 1) is piecewise linear and non-increasing, with slope −|F|
     on the piece around τ, F = {0 < x_i − τ < 1}, so Newton's step τ ← τ + (g(τ) − total)/|F| is exact
-    once τ is on the solution's piece.  No sort of all the breakpoints is needed:
+    once τ is on the solution's piece.  Neither a sort nor a top-k of the row is needed:
 
-    1. Only the largest scores can be above the threshold.  Each row is first solved on its m largest
-       scores (``UNIT_CANDIDATES``, or ⌈max total⌉ + 1 if more; in float64 for float32 scores, so that
-       τ is correctly rounded) by :func:`capped_threshold_sorted`.  If the smallest candidate ends at
-       or below that τ, every other score does too and τ is exact.  Otherwise the row's support is
-       larger than m − 1 ("spills"), and this τ is a lower bound (dropping scores can only lower g).
-    2. The rows that spill take Newton steps from the lower bound.  Each step is one pass of float
-       operations over the row, written into two work buffers (with c = clip(x − τ, 0, 1): g = Σ c and
-       |F| = Σ ceil(frac(c)); no boolean masks).  g(τ) >= total moves the left end of a bracket to τ,
-       g < total the right end (first the largest score), and a step that would leave the bracket is
-       replaced by bisection.  A row has settled when its step is below a few ulps; settled rows leave
-       the batch once they are half of it.
-    3. Rows still moving after ``UNIT_PASSES`` passes, rows stuck on a flat piece away from the
-       solution (|F| = 0, g ≠ total: Newton would cross one breakpoint per pass) and settled rows whose
-       free entries sit within rounding of 0 or 1 (Σ_F c = g − Σ floor(c) ≈ 0 or ≈ |F|: τ at the end
-       of a flat piece, where the output is integral) are solved by sorting their breakpoints
-       (:func:`capped_threshold_sorted`), which puts τ inside a flat piece so that the output is
-       exactly 0 or 1.
+    1. The start is a lower bound (:func:`_unit_start`): the threshold of ``UNIT_GROUPS`` group maxima
+       of the row, found by Newton steps on them.  Short rows (fewer than two scores per group) are
+       sorted outright (:func:`_unit_sorted`).
+    2. Newton steps from there (:func:`_newton_step`: one or two passes of float operations over the
+       row into one work buffer, no boolean masks), inside a bracket whose right end is first the
+       largest score.  A row on a flat piece away from the solution jumps to its end
+       (:func:`_leave_flat_pieces`), and a step that would leave the bracket is replaced by bisection.
+       A row has settled when its step is below a few ulps; settled rows leave the batch once they
+       are half of it.  Rows still moving after ``UNIT_PASSES`` passes are sorted.
+    3. A settled row whose free entries sit within rounding of 0 or 1 (Σ_F c ≈ 0 or ≈ |F|) has settled
+       at the end of a flat piece: its output is integral up to rounding (e.g. 1 − 1 ulp where
+       x_i − τ should be exactly 1).  These rows are returned, for the caller to round their output.
+
+    ``work``, if given, is a scratch buffer shaped and typed like ``x`` (e.g. the caller's output);
+    ``masked`` (whether ``x`` holds −inf) and ``top`` (the row maxima, (..., 1)) save passes over
+    ``x`` when the caller knows them.  Returns τ (..., 1) and the flattened indices of the rows to round.
     """
     n = x.shape[-1]
     shape = total.expand(*x.shape[:-1], 1).shape
     xs = x.reshape(-1, n)
     goal = total.expand(shape).reshape(-1, 1)
-    m = min(n, max(int(math.ceil(float(total.max()))) + 1, UNIT_CANDIDATES))
-    wide = torch.float64 if x.dtype == torch.float32 else x.dtype
-    vals = torch.topk(xs, m, dim=-1, sorted=False).values.to(wide)
-    if bool(torch.isneginf(vals.amin())):  # masked candidates: scores far below the others stay at 0
-        finite = torch.isfinite(vals)
-        vals = torch.where(finite, vals, torch.where(finite, vals, math.inf).amin(-1, keepdim=True) - 2.0)
-    tau = capped_threshold_sorted(vals, torch.ones_like(vals), goal.to(wide)).to(x.dtype)
-    if m == n:
-        return tau.reshape(shape)
-    spill = (vals.amin(-1, keepdim=True) > tau).squeeze(-1)  # every candidate is finite on these rows
-    if bool(spill.any()):
-        rows = spill.nonzero().squeeze(-1)
-        lower, top = tau[rows], vals[rows].amax(-1, keepdim=True).to(x.dtype)
-        tau.index_copy_(0, rows, _unit_threshold(xs[rows], goal[rows], lower, lower, top))
-    return tau.reshape(shape)
+    groups = max(UNIT_GROUPS, 2 * int(math.ceil(float(total.max()))) + 2)
+    none = torch.zeros(0, dtype=torch.long, device=x.device)
+    if n < 2 * groups:
+        return _unit_sorted(xs, goal).reshape(shape), none
+    masked = bool(torch.isneginf(xs.amin())) if masked is None else masked
+    top = xs.amax(-1, keepdim=True) if top is None else top.reshape(-1, 1)
+    start, lower, s = _unit_start(xs, goal, groups, masked)
+    work = torch.empty_like(xs) if work is None else work.reshape(-1, n)
+    tau, flat = _unit_threshold(xs, goal, start, lower, top, work, s)
+    return tau.reshape(shape), flat
 
 
 #: Candidate-set size for capped-simplex projections (see :func:`capped_threshold`).

@@ -30,7 +30,7 @@ IntLike = Union[int, torch.Tensor]
 
 class _CappedProjection(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, upper, total, exactly, want_upper_grad, masked):
+    def forward(ctx, z, upper, total, exactly, want_upper_grad, masked, top=None):
         dtype = compute_dtype(z.dtype)
         x = z.to(dtype)
         tot = total.to(dtype)
@@ -48,8 +48,14 @@ class _CappedProjection(torch.autograd.Function):
                 u = torch.where(finite, u, torch.zeros_like(u))
             cap_sum = u.sum(-1, keepdim=True)
         full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
+        out = torch.empty_like(x)  # the output, first the solver's scratch
+        snap = None  # rows whose k-subsets output is integral up to rounding
         if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
-            tau = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot))
+            tau, flat = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked, top)
+            if flat.numel():
+                snap = torch.zeros(tau.numel(), dtype=torch.bool, device=x.device)
+                snap[flat] = True
+                snap = snap.reshape(tau.shape) & ~full
         else:
             tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
         tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
@@ -58,7 +64,11 @@ class _CappedProjection(torch.autograd.Function):
             inside = (x.clamp(0.0, 1.0) if unit else torch.minimum(x.clamp_min(0.0), u)).sum(-1, keepdim=True) <= tot
             tau = torch.where(inside, torch.zeros_like(tau), tau)
             active = ~inside
-        mu = (x - tau).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
+            snap = None if snap is None else snap & active
+        mu = torch.sub(x, tau, out=out).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
+        if snap is not None and bool(snap.any()):
+            rows, flat_mu = snap.reshape(-1).nonzero().squeeze(-1), mu.view(-1, mu.shape[-1])
+            flat_mu.index_copy_(0, rows, flat_mu.index_select(0, rows).round_())
         if masked and (not unit or bool(full.any())):  # −inf − (−inf) on the masked entries of full rows
             mu = torch.where(torch.isfinite(z), mu, torch.zeros_like(mu))
         ctx.unit = unit
@@ -70,8 +80,8 @@ class _CappedProjection(torch.autograd.Function):
     def backward(ctx, grad):
         mu, u, active = ctx.saved_tensors
         g = grad.to(mu.dtype)
-        if ctx.unit:  # free entries 0 < μ < 1, without boolean tensors: ceil(frac(μ))
-            fz = torch.frac(mu).ceil_()
+        if ctx.unit:  # free entries 0 < μ < 1, without boolean tensors: ceil(μ − μ²) (μ − μ² > 0 there)
+            fz = torch.addcmul(mu, mu, mu, value=-1.0).ceil_()
         else:
             fz = ((mu > 0) & (mu < u)).to(g.dtype)
         count = fz.sum(-1, keepdim=True)
@@ -85,7 +95,7 @@ class _CappedProjection(torch.autograd.Function):
             cz = ((mu >= u) & (u > 0)).to(g.dtype)
             gu = torch.where(count > 0, cz * (g - gbar), torch.zeros_like(g))
             gu = gu.to(grad.dtype)
-        return gz.to(grad.dtype), gu, None, None, None, None
+        return gz.to(grad.dtype), gu, None, None, None, None, None
 
 
 def _row_param(value, z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
@@ -145,7 +155,7 @@ def ksubsets(z: torch.Tensor, k: IntLike, dim: int = -1, exactly_k: bool = True)
     limit = torch.isfinite(zl).sum(-1, keepdim=True) if masked else zl.shape[-1]
     if bool((kk > limit).any()):
         raise ValueError("`k` exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
-    out = _CappedProjection.apply(zl, None, kk, bool(exactly_k), False, masked)
+    out = _CappedProjection.apply(zl, None, kk, bool(exactly_k), False, masked, top.to(compute_dtype(z.dtype)))
     return move_back(out, dim)
 
 
