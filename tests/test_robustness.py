@@ -435,6 +435,22 @@ def test_empty_dimension_is_rejected(name):
         slow(name)(np.zeros((3, 0)))
 
 
+EMPTY_BATCH_CALLS = {name: fast(name) for name in MAP_NAMES} | {
+    "ksubsets": lambda z: hfy.ksubsets(z, 2),
+    "sequential_ksubsets": lambda z: hfy.sequential_ksubsets(z, 2, 0.1),
+    "constrained_sparsemax": lambda z: hfy.constrained_sparsemax(z, torch.full_like(z, 0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY_BATCH_CALLS))
+def test_an_empty_batch_gives_an_empty_output_and_gradient(name):
+    z = torch.zeros(0, 6, dtype=torch.float64, requires_grad=True)
+    out = EMPTY_BATCH_CALLS[name](z)
+    assert out.shape == (0, 6)
+    out.sum().backward()
+    assert z.grad.shape == (0, 6)
+
+
 @pytest.mark.parametrize("name", MAP_NAMES)
 @pytest.mark.parametrize("bad,message", [(float("nan"), "NaN"), (float("inf"), r"\+inf")], ids=["nan", "+inf"])
 def test_nan_and_positive_inf_scores_are_rejected(name, bad, message):

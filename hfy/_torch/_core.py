@@ -281,6 +281,9 @@ UNIT_START_PASSES = 3
 UNIT_PASSES = 16
 UNIT_GROUP_SLOPES = 2
 
+#: Batches of at most this many rows run their Newton passes until every row has settled, without copies.
+UNIT_TAIL_ROWS = 64
+
 
 def _finite_caps(x: torch.Tensor):
     """Scores with −inf replaced by a finite value below the row's other scores, and their caps (1; 0 if masked)."""
@@ -321,38 +324,38 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     Returns (new τ, g − total, count of x > τ, capped count, lo, hi).
     """
     c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
-    resid = c.sum(-1, keepdim=True) - total
+    resid = c.sum(-1, keepdim=True).sub_(total)
     pos = c.ceil_().sum(-1, keepdim=True)
-    exact = s is None or s is x
     if s is None:
         capped = torch.sub(x, tau + 1.0, out=work).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
     else:
         capped = (s > tau + 1.0).sum(-1, keepdim=True, dtype=x.dtype)
-    free = pos - capped
     above = resid >= 0
     lo = torch.where(above, tau, lo)
     hi = torch.where(above, hi, tau)
-    new = torch.addcdiv(tau, resid, free.clamp_min(1.0))
-    if exact:
-        new = _leave_flat_pieces(x, tau, resid, free, new)
+    new = torch.addcdiv(tau, resid, (pos - capped).clamp_min_(1.0))
+    if s is None or s is x:
+        flat = pos == capped  # no free entry
+        if bool(flat.any()):
+            new = _leave_flat_pieces(x, tau, resid, flat, new)
     inside = ((new > lo) & (new < hi)) | (new == tau)
-    return torch.where(inside, new, 0.5 * (lo + hi)), resid, pos, capped, lo, hi
+    return torch.where(inside, new, (lo + hi).mul_(0.5)), resid, pos, capped, lo, hi
 
 
-def _leave_flat_pieces(x: torch.Tensor, tau: torch.Tensor, resid: torch.Tensor, free: torch.Tensor,
+def _leave_flat_pieces(x: torch.Tensor, tau: torch.Tensor, resid: torch.Tensor, flat: torch.Tensor,
                        new: torch.Tensor) -> torch.Tensor:
     """Newton's steps ``new``, with rows on a flat piece of g away from the solution sent to its end.
 
-    With no free entry (every score above τ capped) and g ≠ total (``resid`` = g − total), Newton has
-    no slope.  g stays the same up to the smallest score above τ, minus 1 (where that score starts
-    to fall), and down to the largest score at or below τ (where it starts to rise): for g > total
-    the step goes to the former, for g < total to the latter minus the missing mass (the bracket
-    corrects an overshoot).
+    With no free entry (``flat``: every score above τ capped) and g ≠ total (``resid`` = g − total),
+    Newton has no slope.  g stays the same up to the smallest score above τ, minus 1 (where that
+    score starts to fall), and down to the largest score at or below τ (where it starts to rise):
+    for g > total the step goes to the former, for g < total to the latter minus the missing mass
+    (the bracket corrects an overshoot).
     """
-    stuck = ((free == 0) & (resid != 0)).squeeze(-1)
+    stuck = (flat & (resid != 0)).view(-1)
     if not bool(stuck.any()):
         return new
-    rows = stuck.nonzero().squeeze(-1)
+    rows = stuck.nonzero().view(-1)
     xr, tr, rr = x.index_select(0, rows), tau.index_select(0, rows), resid.index_select(0, rows)
     above = xr > tr
     inf = torch.tensor(math.inf, dtype=x.dtype, device=x.device)
@@ -406,27 +409,32 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     for step in range(UNIT_PASSES):
         r = rows.numel()
         exact = step >= UNIT_GROUP_SLOPES
+        last = step == UNIT_PASSES - 1
         new, resid, pos, capped, lo, hi = _newton_step(x, total, tau, lo, hi, work[:r], None if exact else s)
-        settled = ((new - tau).abs_() <= slack).squeeze(-1)
-        n_done = int(settled.sum())
-        if (n_done and 2 * n_done >= r) or step == UNIT_PASSES - 1:
-            if not exact:  # the exact count of capped entries at the τ just evaluated
-                capped = torch.sub(x, tau + 1.0, out=work[:r]).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
-            free, part = pos - capped, resid + (total - capped)  # |F| and Σ_F c
-            near = 2 * slack * free + ulp * (resid + total)
-            flat = settled & ((part <= near) | (free - part <= near)).squeeze(-1)
-            out.index_copy_(0, rows[settled], tau[settled])  # the τ just evaluated: g(τ) = total
-            flats.append(rows[flat])
-            left = (~settled).nonzero().squeeze(-1)  # (index_select: much faster than t[left] on CPU)
-            m = left.numel()
-            if m == 0 or step == UNIT_PASSES - 1:
-                rows = rows.index_select(0, left)
-                break
-            x = torch.index_select(x, 0, left, out=work[m: 2 * m])  # 2m <= r: below the rows of x
-            rows, total, tau, lo, hi, s, slack = (t.index_select(0, left)
-                                                  for t in (rows, total, new, lo, hi, s, slack))
-        else:
-            tau = new
+        settled = (new - tau).abs_() <= slack  # a settled row stays settled: its steps stay below the slack
+        if not last:
+            if r > UNIT_TAIL_ROWS:  # keep going until half the batch has settled
+                if 2 * int(settled.sum()) < r:
+                    tau = new
+                    continue
+            elif not bool(settled.all()):  # a short batch: no copies until every row has settled
+                tau = new
+                continue
+        if not exact:  # the exact count of capped entries at the τ just evaluated
+            capped = torch.sub(x, tau + 1.0, out=work[:r]).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
+        # at the end of a flat piece: the free entries sum (Σ_F c = g − capped) to about 0 or about |F|
+        near = (pos - capped).mul_(2 * slack).add_(resid + total, alpha=ulp)
+        flat = settled & (((resid + total - capped) <= near) | ((pos - total - resid) <= near))
+        done = settled.view(-1).nonzero().view(-1)
+        out.index_copy_(0, rows.index_select(0, done), tau.index_select(0, done))  # g(τ) = total here
+        flats.append(rows.index_select(0, flat.view(-1).nonzero().view(-1)))
+        left = settled.logical_not_().view(-1).nonzero().view(-1)  # (index_select: much faster than t[left])
+        m = left.numel()
+        if m == 0 or last:
+            rows = rows.index_select(0, left)
+            break
+        x = torch.index_select(x, 0, left, out=work[m: 2 * m])  # 2m <= r: below the rows of x
+        rows, total, tau, lo, hi, s, slack = (t.index_select(0, left) for t in (rows, total, new, lo, hi, s, slack))
     return out, rows, torch.cat(flats)
 
 

@@ -40,6 +40,8 @@ def anchored_entmax(shifted: torch.Tensor, eps, t: torch.Tensor) -> torch.Tensor
     the longest prefix (in decreasing score) whose last entry can carry mass.
     Works on the last axis; ``eps`` is a float or a (..., 1) tensor (> 1).
     """
+    if shifted.numel() == 0:  # an empty batch
+        return torch.zeros_like(shifted)
     ulp = torch.finfo(shifted.dtype).eps
     e = eps if isinstance(eps, torch.Tensor) else torch.full_like(t, eps)
     r = 1.0 / e

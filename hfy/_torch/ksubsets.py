@@ -5,10 +5,11 @@ Both maps are μ = clip(θ − τ, 0, u) with Σ μ = total:
 * k-subsets (eq-ksubsets-map): u = 1, total = k (``exactly_k``) — or Σ μ <= k;
 * constrained sparsemax (eq-constrained_sparsemax-map): per-entry caps u, total = 1.
 
-The threshold is exact: for k-subsets, sorted breakpoints on the 16 largest
-scores and Newton steps on the piecewise-linear Σ clip(θ − τ, 0, 1) for the
-rows whose support is larger (:func:`hfy._torch._core.capped_threshold_unit`);
-for per-entry caps, sorted breakpoints on a top-k candidate set
+The threshold is exact: for k-subsets, safeguarded Newton steps on the
+piecewise-linear Σ clip(θ − τ, 0, 1), from the threshold of each row's group
+maxima (:func:`hfy._torch._core.capped_threshold_unit`), with the solver's
+scratch in the output tensor and integral rows rounded to exactly 0/1; for
+per-entry caps, sorted breakpoints on a top-k candidate set
 (:func:`hfy._torch._core.capped_threshold`).  The backward pass is the
 closed-form product with the Jacobian: with F = {0 < μ_i < u_i} (free) and
 C = {μ_i = u_i > 0} (capped), ∂L/∂θ = 1_F ⊙ (g − ḡ_F) and ∂L/∂u = 1_C ⊙ (g − ḡ_F)
@@ -148,8 +149,10 @@ def ksubsets(z: torch.Tensor, k: IntLike, dim: int = -1, exactly_k: bool = True)
         raise ValueError(f"`k` must be a positive int or an integer tensor; got {k!r}")
     zl = move_to_last(z, dim)
     kk = _row_param(k, z, dim, "k")
+    if zl.numel() == 0:  # an empty batch
+        return z * 0.0
     top = zl.amax(-1, keepdim=True)
-    if bool(torch.isnan(top).any()) or bool(torch.isposinf(top).any()):
+    if not bool((top < math.inf).all()):  # (a NaN fails the comparison too)
         raise ValueError("`z` contains NaN or +inf; use -inf to mask an entry")
     masked = bool(torch.isneginf(zl.amin()))
     limit = torch.isfinite(zl).sum(-1, keepdim=True) if masked else zl.shape[-1]

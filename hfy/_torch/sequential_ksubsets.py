@@ -195,6 +195,8 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     if math.isnan(w_val):
         raise ValueError("`transition` must not be NaN")
     zl = move_to_last(z, dim)
+    if zl.numel() == 0:  # an empty batch
+        return z * 0.0
     flat = zl.reshape(-1, n).to(compute_dtype(z.dtype))
     if math.isinf(w_val):
         if w_val < 0:
