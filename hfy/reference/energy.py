@@ -19,7 +19,7 @@ non-negative and, for Shannon, equals the modern Hopfield energy (eq-energy-sshn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import List, Optional
 
 import numpy as np
 

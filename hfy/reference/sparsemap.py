@@ -15,7 +15,7 @@ whose weight would turn negative, and adds the structure the oracle returns at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 
