@@ -274,7 +274,7 @@ def capped_threshold_sorted(x: torch.Tensor, u: torch.Tensor, total: torch.Tenso
 #: The Newton passes of :func:`capped_threshold_unit` start from the threshold of this many group maxima
 #: per row (at least 2·⌈max total⌉ + 2), a lower bound found by at most ``UNIT_START_PASSES`` Newton steps.
 UNIT_GROUPS = 64
-UNIT_START_PASSES = 3
+UNIT_START_PASSES = 5
 
 #: Newton passes of :func:`capped_threshold_unit` before the rows still moving are sorted, and the first
 #: passes, which count the capped entries among the group maxima only (:func:`_newton_step`).
@@ -308,7 +308,7 @@ def _group_maxima(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                 work: torch.Tensor, s: Optional[torch.Tensor]):
+                 work: torch.Tensor, s: Optional[torch.Tensor], safe: bool = True):
     """One safeguarded Newton step on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
 
     One pass over the rows, through the buffer ``work``: c = clip(x − τ, 0, 1) gives g = Σ c and the
@@ -318,9 +318,10 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     capped entry that shares its group with a larger one is missed, which overstates |F| and
     shortens the step (the fixed point, g = total, does not depend on it).  With exact counts, a row
     on a flat piece away from the solution jumps to its end (:func:`_leave_flat_pieces`).
-    g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; a step that
-    would leave the bracket is replaced by bisection.  Written with few operations: on small
-    batches their count, not the arithmetic, sets the time.
+    g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; with
+    ``safe``, a step that would leave the bracket is replaced by bisection.  Written with few
+    operations: on batches of a few hundred thousand scores their count, not the arithmetic, sets
+    the time.
     Returns (new τ, g − total, count of x > τ, capped count, lo, hi).
     """
     c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
@@ -338,8 +339,9 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
         flat = pos == capped  # no free entry
         if bool(flat.any()):
             new = _leave_flat_pieces(x, tau, resid, flat, new)
-    inside = ((new > lo) & (new < hi)) | (new == tau)
-    return torch.where(inside, new, (lo + hi).mul_(0.5)), resid, pos, capped, lo, hi
+    if safe:  # (new = τ: a settled row, whose step rounds to 0)
+        new = torch.where(((new > lo) & (new < hi)) | (new == tau), new, torch.lerp(lo, hi, 0.5))
+    return new, resid, pos, capped, lo, hi
 
 
 def _leave_flat_pieces(x: torch.Tensor, tau: torch.Tensor, resid: torch.Tensor, flat: torch.Tensor,
@@ -423,8 +425,9 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
         if not exact:  # the exact count of capped entries at the τ just evaluated
             capped = torch.sub(x, tau + 1.0, out=work[:r]).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
         # at the end of a flat piece: the free entries sum (Σ_F c = g − capped) to about 0 or about |F|
-        near = (pos - capped).mul_(2 * slack).add_(resid + total, alpha=ulp)
-        flat = settled & (((resid + total - capped) <= near) | ((pos - total - resid) <= near))
+        g, free = resid + total, pos - capped
+        part = g - capped
+        flat = settled & (torch.minimum(part, free - part) <= torch.addcmul(ulp * g, free, slack, value=2.0))
         done = settled.view(-1).nonzero().view(-1)
         out.index_copy_(0, rows.index_select(0, done), tau.index_select(0, done))  # g(τ) = total here
         flats.append(rows.index_select(0, flat.view(-1).nonzero().view(-1)))
