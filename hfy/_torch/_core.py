@@ -272,7 +272,7 @@ def capped_threshold_sorted(x: torch.Tensor, u: torch.Tensor, total: torch.Tenso
 
 
 #: The Newton passes of :func:`capped_threshold_unit` start from the threshold of this many group maxima
-#: per row (at least 2·⌈max total⌉ + 2), a lower bound found by at most ``UNIT_START_PASSES`` Newton steps.
+#: per row (at least 2·⌈max total⌉ + 2), a lower bound approached by ``UNIT_START_PASSES`` Newton steps.
 UNIT_GROUPS = 64
 UNIT_START_PASSES = 5
 
@@ -308,7 +308,7 @@ def _group_maxima(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                 work: torch.Tensor, s: Optional[torch.Tensor], safe: bool = True):
+                 work: torch.Tensor, s: Optional[torch.Tensor]):
     """One safeguarded Newton step on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
 
     One pass over the rows, through the buffer ``work``: c = clip(x − τ, 0, 1) gives g = Σ c and the
@@ -318,10 +318,9 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     capped entry that shares its group with a larger one is missed, which overstates |F| and
     shortens the step (the fixed point, g = total, does not depend on it).  With exact counts, a row
     on a flat piece away from the solution jumps to its end (:func:`_leave_flat_pieces`).
-    g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; with
-    ``safe``, a step that would leave the bracket is replaced by bisection.  Written with few
-    operations: on batches of a few hundred thousand scores their count, not the arithmetic, sets
-    the time.
+    g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; a step that
+    would leave the bracket is replaced by bisection.  Written with few operations: on batches of a
+    few hundred thousand scores their count, not the arithmetic, sets the time.
     Returns (new τ, g − total, count of x > τ, capped count, lo, hi).
     """
     c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
@@ -339,8 +338,8 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
         flat = pos == capped  # no free entry
         if bool(flat.any()):
             new = _leave_flat_pieces(x, tau, resid, flat, new)
-    if safe:  # (new = τ: a settled row, whose step rounds to 0)
-        new = torch.where(((new > lo) & (new < hi)) | (new == tau), new, torch.lerp(lo, hi, 0.5))
+    # (new = τ: a settled row, whose step rounds to 0; it may sit at either end of the bracket)
+    new = torch.where(((new > lo) & (new < hi)) | (new == tau), new, torch.lerp(lo, hi, 0.5))
     return new, resid, pos, capped, lo, hi
 
 
@@ -464,7 +463,8 @@ def _unit_sorted(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     spill = (vals.amin(-1, keepdim=True) > tau).squeeze(-1)
     if bool(spill.any()):
         rows = spill.nonzero().squeeze(-1)
-        tau.index_copy_(0, rows, capped_threshold_sorted(*_finite_caps(x[rows].to(wide)), goal[rows]))
+        tau.index_copy_(0, rows, capped_threshold_sorted(*_finite_caps(x.index_select(0, rows).to(wide)),
+                                                         goal.index_select(0, rows)))
     return tau.to(x.dtype)
 
 
