@@ -476,15 +476,18 @@ def test_budget_bisect_n_iter_does_not_change_the_exact_result():
 @cuda
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_cuda_matches_cpu(dtype):
-    z = torch.from_numpy(random_scores((64, 100), 3.0, seed=1)).to(dtype)
+@pytest.mark.parametrize("n", [100, 300], ids=["sorted", "newton"])
+def test_cuda_matches_cpu(dtype, n):
+    """N = 100 takes the sorted breakpoints, N = 300 the Newton passes (with group maxima and jumps)."""
+    z = torch.from_numpy(np.concatenate([random_scores((48, n), 3.0, seed=1),
+                                         100.0 * random_scores((16, n), 1.0, seed=2)])).to(dtype)
     z[::7, ::5] = NINF
     for exactly_k in (True, False):
         zc = z.cuda().requires_grad_()
         out = hfy.ksubsets(zc, 5, exactly_k=exactly_k)
         assert out.device.type == "cuda"
         assert (out.cpu() - hfy.ksubsets(z, 5, exactly_k=exactly_k)).abs().max().item() <= dtype_atol(dtype)
-        (out * torch.linspace(-1, 1, 100, device="cuda", dtype=dtype)).sum().backward()
+        (out * torch.linspace(-1, 1, n, device="cuda", dtype=dtype)).sum().backward()
         assert not torch.isnan(zc.grad).any()
 
 
