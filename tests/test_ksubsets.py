@@ -623,3 +623,31 @@ def test_newton_passes_with_a_scratch_buffer_leave_inputs_alone(dtype):
     expected = _core.capped_threshold_unit(z.double(), torch.full((z.shape[0], 1), 3.0, dtype=torch.float64))[0]
     mu, mu64 = (z - tau).clamp(0, 1).double(), (z.double() - expected).clamp(0, 1)
     assert (mu - mu64).abs().max().item() <= dtype_atol(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_newton_passes_with_huge_scores(dtype):
+    """A score of ±1e30 next to scores of order 1: steps from the huge end of the bracket are lost to
+    rounding, and the row must bisect its way down instead of settling there."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((8, 256))
+    z[:, 5] = 1e30
+    z[3, 7] = -1e30
+    zt = torch.from_numpy(z).to(dtype)
+    out = hfy.ksubsets(zt, 4).double().numpy()
+    expected = ref.ksubsets(zt.double().numpy(), 4)
+    assert np.abs(out - expected).max() <= dtype_atol(dtype)
+
+
+def test_newton_passes_float32_far_from_zero():
+    """Scores around −1e6 in float32 (spacing 1/16): τ is a float32 as well, so each output can be off by
+    half that spacing, but no more, whether the row is fractional, integral or full of ties."""
+    rng = np.random.default_rng(3)
+    z = 5.0 * rng.standard_normal((24, 1024)) - 1e6
+    z[16:, :400] = z[16:, :1]  # many exact ties
+    zt = torch.from_numpy(z).float()
+    zz = zt.double().numpy()
+    for k in (3, 10, 25):
+        out = hfy.ksubsets(zt, k).double().numpy()
+        expected = np.stack([ref.ksubsets(row, k) for row in zz])
+        assert np.abs(out - expected).max() <= 1 / 32 + 1e-9, f"k={k}"

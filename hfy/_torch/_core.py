@@ -321,7 +321,8 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; a step that
     would leave the bracket is replaced by bisection.  Written with few operations: on batches of a
     few hundred thousand scores their count, not the arithmetic, sets the time.
-    Returns (new τ, g − total, count of x > τ, capped count, lo, hi).
+    Returns (new τ, g − total, count of x > τ, capped count, lo, hi, whether the step is Newton's: only
+    those can settle a row, since a jump or a bisection can be short far from the root).
     """
     c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
     resid = c.sum(-1, keepdim=True).sub_(total)
@@ -334,35 +335,45 @@ def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     lo = torch.where(above, tau, lo)
     hi = torch.where(above, hi, tau)
     new = torch.addcdiv(tau, resid, (pos - capped).clamp_min_(1.0))
+    jumped = None
     if s is None or s is x:
         flat = pos == capped  # no free entry
         if bool(flat.any()):
-            new = _leave_flat_pieces(x, tau, resid, flat, new)
+            new, jumped = _leave_flat_pieces(x, tau, resid, flat, new)
     # (new = τ: a settled row, whose step rounds to 0; it may sit at either end of the bracket)
-    new = torch.where(((new > lo) & (new < hi)) | (new == tau), new, torch.lerp(lo, hi, 0.5))
-    return new, resid, pos, capped, lo, hi
+    newton = ((new > lo) & (new < hi)) | (new == tau)
+    new = torch.where(newton, new, torch.lerp(lo, hi, 0.5))
+    if jumped is not None:
+        newton &= ~jumped
+    return new, resid, pos, capped, lo, hi, newton
 
 
 def _leave_flat_pieces(x: torch.Tensor, tau: torch.Tensor, resid: torch.Tensor, flat: torch.Tensor,
                        new: torch.Tensor) -> torch.Tensor:
     """Newton's steps ``new``, with rows on a flat piece of g away from the solution sent to its end.
 
+    Returns the steps and which rows jumped.
+
     With no free entry (``flat``: every score above τ capped) and g ≠ total (``resid`` = g − total),
     Newton has no slope.  g stays the same up to the smallest score above τ, minus 1 (where that
     score starts to fall), and down to the largest score at or below τ (where it starts to rise):
     for g > total the step goes to the former, for g < total to the latter minus the missing mass
-    (the bracket corrects an overshoot).
+    (the bracket corrects an overshoot).  A jump that rounds back to τ comes out as NaN, which the
+    bracket test of :func:`_newton_step` turns into bisection.
     """
-    stuck = (flat & (resid != 0)).view(-1)
+    stuck = flat & (resid != 0)
     if not bool(stuck.any()):
-        return new
-    rows = stuck.nonzero().view(-1)
+        return new, stuck
+    rows = stuck.view(-1).nonzero().view(-1)
     xr, tr, rr = x.index_select(0, rows), tau.index_select(0, rows), resid.index_select(0, rows)
     above = xr > tr
     inf = torch.tensor(math.inf, dtype=x.dtype, device=x.device)
     up = torch.where(above, xr, inf).amin(-1, keepdim=True) - 1.0
     down = torch.where(above, -inf, xr).amax(-1, keepdim=True) + rr
-    return new.index_copy(0, rows, torch.where(rr > 0, up, down))
+    jump = torch.where(rr > 0, up, down)
+    # a jump lost to rounding (τ far larger than the scores' spacing) is no step: NaN makes the caller bisect
+    jump = torch.where(jump == tr, math.nan, jump)
+    return new.index_copy(0, rows, jump), stuck
 
 
 def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool):
@@ -384,7 +395,7 @@ def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool)
     hi = s.amax(-1, keepdim=True)
     tau, work = hi - 1.0, torch.empty_like(s)
     for _ in range(UNIT_START_PASSES):
-        tau, _, _, _, lo, hi = _newton_step(s, total, tau, lo, hi, work, s)
+        tau, _, _, _, lo, hi, _ = _newton_step(s, total, tau, lo, hi, work, s)
     return tau, lo, s
 
 
@@ -405,14 +416,19 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     out = torch.empty_like(tau)
     rows = torch.arange(x.shape[0], device=x.device)  # the rows still moving
     flats = []
-    ulp = 4 * torch.finfo(x.dtype).eps
-    slack = ulp * (1.0 + torch.maximum(lo.abs(), hi.abs()))  # a few ulps of τ, which stays in [lo, hi]
+    eps = torch.finfo(x.dtype).eps
     for step in range(UNIT_PASSES):
         r = rows.numel()
         exact = step >= UNIT_GROUP_SLOPES
         last = step == UNIT_PASSES - 1
-        new, resid, pos, capped, lo, hi = _newton_step(x, total, tau, lo, hi, work[:r], None if exact else s)
-        settled = (new - tau).abs_() <= slack  # a settled row stays settled: its steps stay below the slack
+        new, resid, pos, capped, lo, hi, newton = _newton_step(x, total, tau, lo, hi, work[:r],
+                                                               None if exact else s)
+        # settled: a step of at most one ulp of |τ| + 1 (near the root a float τ can only hop between the
+        # neighbours of the root) that is Newton's, or inside a bracket that has shrunk to that size (a jump
+        # or a bisection can be short far from the root); a settled row stays settled
+        scale = tau.abs() + 1.0
+        slack = torch.nextafter(scale, scale + 1.0) - scale
+        settled = ((new - tau).abs_() <= slack) & (newton | ((hi - lo) <= slack))
         if not last:
             if r > UNIT_TAIL_ROWS:  # keep going until half the batch has settled
                 if 2 * int(settled.sum()) < r:
@@ -423,12 +439,22 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
                 continue
         if not exact:  # the exact count of capped entries at the τ just evaluated
             capped = torch.sub(x, tau + 1.0, out=work[:r]).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
-        # at the end of a flat piece: the free entries sum (Σ_F c = g − capped) to about 0 or about |F|
+        # at the end of a flat piece: the free entries sum (Σ_F c = g − capped) to within one ulp of τ each
+        # of 0 or of |F|
         g, free = resid + total, pos - capped
         part = g - capped
-        flat = settled & (torch.minimum(part, free - part) <= torch.addcmul(ulp * g, free, slack, value=2.0))
+        flat = settled & (torch.minimum(part, free - part) <= torch.addcmul(4 * eps * g, free, slack))
         done = settled.view(-1).nonzero().view(-1)
-        out.index_copy_(0, rows.index_select(0, done), tau.index_select(0, done))  # g(τ) = total here
+        # g(τ) = total up to the last step; that step once more, in float64 (for float32 scores) and with
+        # the exact slope, puts τ within half an ulp of the root (the output is x − τ in the scores' dtype).
+        # It stays inside the bracket: a root between two neighbouring floats may sit at a breakpoint that
+        # the slope at τ does not see.
+        wide = torch.float64 if x.dtype == torch.float32 else x.dtype
+        fd = free.index_select(0, done).to(wide)
+        td = tau.index_select(0, done)
+        polished = torch.addcdiv(td.to(wide), resid.index_select(0, done).to(wide), fd.clamp_min(1.0))
+        polished = torch.clamp(polished, lo.index_select(0, done).to(wide), hi.index_select(0, done).to(wide))
+        out.index_copy_(0, rows.index_select(0, done), torch.where(fd > 0, polished.to(x.dtype), td))
         flats.append(rows.index_select(0, flat.view(-1).nonzero().view(-1)))
         left = settled.logical_not_().view(-1).nonzero().view(-1)  # (index_select: much faster than t[left])
         m = left.numel()
@@ -436,7 +462,7 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
             rows = rows.index_select(0, left)
             break
         x = torch.index_select(x, 0, left, out=work[m: 2 * m])  # 2m <= r: below the rows of x
-        rows, total, tau, lo, hi, s, slack = (t.index_select(0, left) for t in (rows, total, new, lo, hi, s, slack))
+        rows, total, tau, lo, hi, s = (t.index_select(0, left) for t in (rows, total, new, lo, hi, s))
     return out, rows, torch.cat(flats)
 
 

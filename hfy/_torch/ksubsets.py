@@ -67,9 +67,11 @@ class _CappedProjection(torch.autograd.Function):
             active = ~inside
             snap = None if snap is None else snap & active
         mu = torch.sub(x, tau, out=out).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
-        if snap is not None and bool(snap.any()):
+        if snap is not None and bool(snap.any()):  # integral up to rounding: round, where that keeps Σ μ = k
             rows, flat_mu = snap.reshape(-1).nonzero().squeeze(-1), mu.view(-1, mu.shape[-1])
-            flat_mu.index_copy_(0, rows, flat_mu.index_select(0, rows).round_())
+            rounded = flat_mu.index_select(0, rows).round_()
+            keep = (rounded.sum(-1) == tot.reshape(-1).index_select(0, rows)).nonzero().squeeze(-1)
+            flat_mu.index_copy_(0, rows.index_select(0, keep), rounded.index_select(0, keep))
         if masked and (not unit or bool(full.any())):  # −inf − (−inf) on the masked entries of full rows
             mu = torch.where(torch.isfinite(z), mu, torch.zeros_like(mu))
         ctx.unit = unit
