@@ -519,11 +519,14 @@ def capped_threshold_unit(x: torch.Tensor, total: torch.Tensor, work: Optional[t
        row into one work buffer, no boolean masks), inside a bracket whose right end is first the
        largest score.  A row on a flat piece away from the solution jumps to its end
        (:func:`_leave_flat_pieces`), and a step that would leave the bracket is replaced by bisection.
-       A row has settled when its step is below a few ulps; settled rows leave the batch once they
-       are half of it.  Rows still moving after ``UNIT_PASSES`` passes are sorted.
-    3. A settled row whose free entries sit within rounding of 0 or 1 (Σ_F c ≈ 0 or ≈ |F|) has settled
-       at the end of a flat piece: its output is integral up to rounding (e.g. 1 − 1 ulp where
-       x_i − τ should be exactly 1).  These rows are returned, for the caller to round their output.
+       A row has settled when a Newton step, or its bracket, is at most one ulp of |τ| + 1; its τ then
+       takes that step once more in float64 (for float32 scores), inside the bracket.  Settled rows
+       leave the batch once they are half of it.  Rows still moving after ``UNIT_PASSES`` passes are
+       sorted.
+    3. A settled row whose free entries sit within an ulp of τ each of 0 or 1 (Σ_F c ≈ 0 or ≈ |F|) has
+       settled at the end of a flat piece: its output is integral up to rounding (e.g. 1 − 1 ulp where
+       x_i − τ should be exactly 1).  These rows are returned, for the caller to round their output
+       (where the rounded output still sums to ``total``).
 
     ``work``, if given, is a scratch buffer shaped and typed like ``x`` (e.g. the caller's output);
     ``masked`` (whether ``x`` holds −inf) and ``top`` (the row maxima, (..., 1)) save passes over
