@@ -466,32 +466,11 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     return out, rows, torch.cat(flats)
 
 
-#: Candidates per row of :func:`_unit_sorted` (at least ⌈total⌉ + 1): torch's top-k keeps a heap for at most
-#: 16 of 1024 or more scores and sorts beyond, at twice the cost.
-UNIT_CANDIDATES = 16
-
-
 def _unit_sorted(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """The k-subsets threshold of the rows of ``x`` (R, N) by sorted breakpoints (:func:`capped_threshold_sorted`).
-
-    In float64 for float32 scores, so that τ is correctly rounded.  Each row is first solved on its
-    ``UNIT_CANDIDATES`` largest scores: when the smallest of them ends at or below that τ, every other
-    score does too and τ is exact.  The other rows are sorted whole.
-    """
-    n = x.shape[-1]
+    """The k-subsets threshold of the rows of ``x`` (R, N) by sorted breakpoints: :func:`capped_threshold`
+    with caps 1 (0 on masked entries), in float64 for float32 scores so that τ is correctly rounded."""
     wide = torch.float64 if x.dtype == torch.float32 else x.dtype
-    goal = total.to(wide)
-    m = min(n, max(int(math.ceil(float(total.max()))) + 1, UNIT_CANDIDATES))
-    if m == n:
-        return capped_threshold_sorted(*_finite_caps(x.to(wide)), goal).to(x.dtype)
-    vals = torch.topk(x, m, dim=-1, sorted=False).values.to(wide)
-    tau = capped_threshold_sorted(*_finite_caps(vals), goal)  # masked candidates: all finite scores are in
-    spill = (vals.amin(-1, keepdim=True) > tau).squeeze(-1)
-    if bool(spill.any()):
-        rows = spill.nonzero().squeeze(-1)
-        tau.index_copy_(0, rows, capped_threshold_sorted(*_finite_caps(x.index_select(0, rows).to(wide)),
-                                                         goal.index_select(0, rows)))
-    return tau.to(x.dtype)
+    return capped_threshold(*_finite_caps(x.to(wide)), total.to(wide)).to(x.dtype)
 
 
 def _unit_threshold(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor,

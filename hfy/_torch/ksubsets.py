@@ -50,13 +50,9 @@ class _CappedProjection(torch.autograd.Function):
             cap_sum = u.sum(-1, keepdim=True)
         full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
         out = torch.empty_like(x)  # the output, first the solver's scratch
-        snap = None  # rows whose k-subsets output is integral up to rounding
+        snap = None  # the (flattened) rows whose k-subsets output is integral up to rounding
         if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
-            tau, flat = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked, top)
-            if flat.numel():
-                snap = torch.zeros(tau.numel(), dtype=torch.bool, device=x.device)
-                snap[flat] = True
-                snap = snap.reshape(tau.shape) & ~full
+            tau, snap = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked, top)
         else:
             tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
         tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
@@ -65,13 +61,15 @@ class _CappedProjection(torch.autograd.Function):
             inside = (x.clamp(0.0, 1.0) if unit else torch.minimum(x.clamp_min(0.0), u)).sum(-1, keepdim=True) <= tot
             tau = torch.where(inside, torch.zeros_like(tau), tau)
             active = ~inside
-            snap = None if snap is None else snap & active
         mu = torch.sub(x, tau, out=out).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
-        if snap is not None and bool(snap.any()):  # integral up to rounding: round, where that keeps Σ μ = k
-            rows, flat_mu = snap.reshape(-1).nonzero().squeeze(-1), mu.view(-1, mu.shape[-1])
-            rounded = flat_mu.index_select(0, rows).round_()
-            keep = (rounded.sum(-1) == tot.reshape(-1).index_select(0, rows)).nonzero().squeeze(-1)
-            flat_mu.index_copy_(0, rows.index_select(0, keep), rounded.index_select(0, keep))
+        if snap is not None and snap.numel():  # round, where that keeps Σ μ = k (full rows and inactive
+            flat_mu = mu.view(-1, mu.shape[-1])  # budgets have their own τ)
+            rounded = flat_mu.index_select(0, snap).round_()
+            keep = (rounded.sum(-1) == tot.reshape(-1).index_select(0, snap)) & ~full.reshape(-1).index_select(0, snap)
+            if active is not None:
+                keep &= active.reshape(-1).index_select(0, snap)
+            keep = keep.nonzero().squeeze(-1)
+            flat_mu.index_copy_(0, snap.index_select(0, keep), rounded.index_select(0, keep))
         if masked and (not unit or bool(full.any())):  # −inf − (−inf) on the masked entries of full rows
             mu = torch.where(torch.isfinite(z), mu, torch.zeros_like(mu))
         ctx.unit = unit
