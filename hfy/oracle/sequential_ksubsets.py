@@ -11,6 +11,7 @@ import itertools
 import math
 
 import numpy as np
+from scipy import sparse
 
 from ..reference._core import as_scores
 from ._core import cvxpy, solve_quietly
@@ -84,23 +85,20 @@ def sequential_ksubsets_flow(theta: np.ndarray, k: int, transition: float = 0.0,
                 edges.append((v, node[(i + 1, c2, s2)], 1.0 if (s == 1 and s2 == 1) else 0.0))
     sinks = [v for (i, c, s), v in node.items() if i == n - 1 and (c == k if exactly_k else c <= k)]
     m, nv = len(edges), len(node)
-    inc_in = np.zeros((nv, m))
-    inc_out = np.zeros((nv, m))
-    for e, (t, h, _) in enumerate(edges):
-        inc_in[h, e] = 1.0
-        if t >= 0:
-            inc_out[t, e] = 1.0
+    # incidence matrices, sparse: dense ones of this size make cvxpy's canonicalisation dominate the solve
+    tails = np.array([t for (t, _, _) in edges])
+    heads = np.array([h for (_, h, _) in edges])
+    cols = np.arange(m)
+    inc_in = sparse.csr_matrix((np.ones(m), (heads, cols)), shape=(nv, m))
+    internal = tails >= 0
+    inc_out = sparse.csr_matrix((np.ones(int(internal.sum())), (tails[internal], cols[internal])), shape=(nv, m))
     f = cp.Variable(m, nonneg=True)
     t = cp.Variable(len(sinks), nonneg=True)  # flow leaving each admissible last node
-    out_extra = np.zeros((nv, len(sinks)))
-    for j, v in enumerate(sinks):
-        out_extra[v, j] = 1.0
-    unary = np.zeros((n, m))
+    out_extra = sparse.csr_matrix((np.ones(len(sinks)), (sinks, np.arange(len(sinks)))), shape=(nv, len(sinks)))
     keys = {val: key for key, val in node.items()}
-    for e, (_, h, _) in enumerate(edges):
-        i, c, s = keys[h]
-        if s == 1:
-            unary[i, e] = 1.0
+    selects = np.array([keys[h][2] == 1 for h in heads])  # edges into a "selected" node
+    unary = sparse.csr_matrix((np.ones(int(selects.sum())), ([keys[h][0] for h in heads[selects]], cols[selects])),
+                              shape=(n, m))
     bonus = np.array([flag for (_, _, flag) in edges])
     mu = unary @ f
     constraints = [inc_in @ f == inc_out @ f + out_extra @ t, cp.sum(f[:2]) == 1]
