@@ -315,7 +315,8 @@ def test_ksubsets_start_is_an_affinely_independent_mixture_of_admissible_structu
     from hfy._torch.sequential_ksubsets import ksubsets_start
 
     theta = torch.from_numpy(np.concatenate([random_scores((20, 30), 1.0, seed=k), random_scores((4, 30), 1.0, seed=9)
-                                             - 3.0, random_scores((4, 30), 1.0, seed=10) + 1e4]))
+                                             - 3.0, random_scores((4, 30), 1.0, seed=10) + 1e4,
+                                             random_scores((6, 30), 0.2, seed=11)]))  # (long runs of fractions)
     A, feats, weights = ksubsets_start(theta, k, exactly_k)
     used = weights > 0
     assert used.any(-1).all()
@@ -328,6 +329,46 @@ def test_ksubsets_start_is_an_affinely_independent_mixture_of_admissible_structu
     for r in range(theta.shape[0]):  # the lifted structures (a_s, 1) of a row are linearly independent
         lifted = torch.cat([A[r][used[r]], torch.ones(int(used[r].sum()), 1, dtype=A.dtype)], dim=1)
         assert torch.linalg.matrix_rank(lifted).item() == lifted.shape[0]
+
+
+def test_chain_layout_orders_every_row_and_nests_fractional_neighbours():
+    """The layout is a permutation of each row; between two fractional neighbours it lays out singletons
+    whose mass makes their arcs nest, so the start selects them together min(μ_i, μ_{i+1}) of the time."""
+    from hfy._torch.sequential_ksubsets import chain_layout, ksubsets_start
+
+    # μ = clip(θ, 0, 1) with Σ μ = 3: a one at 0, the neighbours 1, 2 (0.3, 0.6), singletons 0.7 and 0.4
+    theta = torch.tensor([[1.5, 0.3, 0.6, -1.0, 0.7, -1.0, -1.0, 0.4, -1.0, -1.0]], dtype=torch.float64)
+    mu = hfy.ksubsets(theta, 3)
+    np.testing.assert_allclose(mu.numpy(), np.clip(theta.numpy(), 0.0, 1.0), rtol=0, atol=1e-12)
+    order = chain_layout(mu, torch.full((1, 1), 1e-12, dtype=mu.dtype))[0].tolist()
+    assert sorted(order) == list(range(10))
+    between = order[order.index(1) + 1: order.index(2)]  # what lies between the two neighbours
+    assert between and set(between) <= {4, 7}
+    gap = float(mu[0, between].sum())
+    assert 1 - 0.6 <= gap <= 1 - 0.3  # the arcs of 1 and 2 nest
+    A, feats, weights = ksubsets_start(theta, 3)
+    w = weights[0] / weights[0].sum()
+    assert abs(float((w * A[0, :, 1] * A[0, :, 2]).sum()) - 0.3) <= 1e-12
+    # random rows with runs, ones and zeros: still permutations, with the runs' members in position order
+    for scale in (0.2, 1.0, 5.0):
+        theta = torch.from_numpy(random_scores((16, 40), scale, seed=int(10 * scale)))
+        mu = hfy.ksubsets(theta, 6)
+        order = chain_layout(mu, torch.full((16, 1), 1e-12, dtype=mu.dtype))
+        assert torch.equal(order.sort(1).values, torch.arange(40).expand(16, 40))
+
+
+def test_the_start_has_most_of_the_adjacent_pairs_its_marginals_allow():
+    """Σ_i min(μ_i, μ_{i+1}) bounds the expected adjacent pairs of any mixture with marginals μ."""
+    from hfy._torch.sequential_ksubsets import ksubsets_start
+
+    theta = torch.from_numpy(random_scores((64, 128), 1.0, seed=4))
+    for k in (4, 8):
+        mu = hfy.ksubsets(theta, k)
+        A, feats, weights = ksubsets_start(theta, k)
+        pairs = (weights * feats).sum(-1) / weights.sum(-1)
+        bound = torch.minimum(mu[:, :-1], mu[:, 1:]).sum(-1)
+        assert (pairs <= bound + 1e-9).all()
+        assert float(pairs.sum() / bound.sum()) > 0.9
 
 
 def test_active_set_falls_back_to_map_structures_when_the_start_is_unusable():
