@@ -287,6 +287,33 @@ def test_invalid_transition_raises(w):
         hfy.sequential_ksubsets(torch.randn(5), 2, w)
 
 
+@pytest.mark.parametrize("max_iter", [0, -3, 2.5, True, "10"])
+def test_invalid_max_iter_raises(max_iter):
+    with pytest.raises(ValueError, match="`max_iter`"):
+        hfy.sequential_ksubsets(torch.randn(2, 6), 2, 0.1, max_iter=max_iter)
+    with pytest.raises(ValueError, match="`max_iter`"):
+        hfy.SequentialKSubsets(2, 0.1, max_iter=max_iter)
+
+
+def test_max_iter_caps_the_active_set_and_the_default_grows_with_n():
+    """Too few iterations raise an error that names the argument; the default cap is max(200, 2N), enough
+    for wide supports (about one iteration per fractional marginal) that a fixed 200 would not allow."""
+    from hfy._torch.sparsemap import MAX_ITER, resolve_max_iter
+
+    assert resolve_max_iter(None, 16) == MAX_ITER and resolve_max_iter(None, 1024) == 2048
+    assert resolve_max_iter(7, 1024) == 7
+    theta = torch.from_numpy(random_scores((4, 40), 0.3, seed=2))
+    expected = ref.sequential_ksubsets(theta.numpy(), 6, 0.2)
+    with pytest.raises(RuntimeError, match="`max_iter`"):
+        hfy.sequential_ksubsets(theta, 6, 0.2, max_iter=1)
+    with pytest.raises(RuntimeError, match="`max_iter`"):
+        hfy.SequentialKSubsets(6, 0.2, max_iter=1).predict(theta)
+    np.testing.assert_allclose(hfy.sequential_ksubsets(theta, 6, 0.2, max_iter=500).numpy(), expected,
+                               rtol=0, atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(hfy.SequentialKSubsets(6, 0.2, max_iter=500).predict(theta).numpy(), expected,
+                               rtol=0, atol=REFERENCE_ATOL)
+
+
 # --- CUDA ------------------------------------------------------------------------------------------------
 
 

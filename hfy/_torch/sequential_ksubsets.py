@@ -12,14 +12,14 @@ k-subsets projection written as a mixture of k-subsets.
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
 from ._core import check_scores, compute_dtype, move_back, move_to_last
 from .ksubsets import ksubsets
-from .sparsemap import MAX_ITER, SparseMAP, sparsemap
+from .sparsemap import SparseMAP, resolve_max_iter, sparsemap
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -93,8 +93,10 @@ def budgeted_viterbi(theta: torch.Tensor, k: int, w: float, exactly_k: bool = Tr
     return y, (y[:, :-1] * y[:, 1:]).sum(-1)
 
 
-#: Rounds of filling in :func:`chain_layout`: singletons added between two neighbours, at most.
+#: :func:`chain_layout` lays out at most this many singletons between two neighbours, and fills at most
+#: this many boundaries per row (wide supports have hundreds; the rest stay side by side).
 LAYOUT_FILL_STEPS = 3
+LAYOUT_MAX_ROUNDS = 64
 
 
 def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
@@ -140,8 +142,13 @@ def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
         rows, at, lo, hi = rows[by_need], at[by_need], lo[by_need], hi[by_need]
         rank = np.arange(rows.size) - np.searchsorted(rows, rows)  # the boundary's rank in its row
         left = np.where(single, m, np.inf)  # the singletons still free
-        for r in range(int(rank.max()) + 1):  # boundaries of different rows at once, of one row in turn
-            sel = np.flatnonzero(rank == r)
+        stocked = single.any(1)  # rows with a free singleton
+        for r in range(min(int(rank.max()) + 1, LAYOUT_MAX_ROUNDS)):  # a boundary of each row at a time
+            sel = np.flatnonzero((rank == r) & stocked[rows])
+            if sel.size == 0:
+                if not stocked[rows[rank > r]].any():
+                    break
+                continue
             rr = rows[sel]
             free = left[rr]
             got = np.zeros(sel.size)
@@ -158,6 +165,7 @@ def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
                 free[line[fits], j[fits]] = np.inf
                 key[rr[fits], j[fits]] = 2 + 3 * at[sel][fits]
             left[rr] = free
+            stocked[rr] = np.isfinite(free).any(1)
     order = np.argsort(key * n + pos, axis=1, kind="stable")
     return torch.from_numpy(order).to(mu.device)
 
@@ -234,7 +242,7 @@ def _oracle(k: int, w: float, exactly_k: bool):
 
 
 def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, dim: int = -1,
-                        exactly_k: bool = True) -> torch.Tensor:
+                        exactly_k: bool = True, max_iter: Optional[int] = None) -> torch.Tensor:
     """SparseMAP marginals over sequential k-subsets along ``dim`` (eq-sequential_ksubsets-map).
 
     Parameters
@@ -250,6 +258,9 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     dim : int
     exactly_k : bool
         Σ μ = k (True) or Σ μ <= k (False).
+    max_iter : int, optional
+        Cap on the active-set iterations; None: max(200, 2N).  A row needs about one iteration per
+        fractional marginal, so scores of small scale (wide supports) over long rows need more.
 
     Returns
     -------
@@ -269,6 +280,7 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     w_val = float(transition.detach()) if isinstance(transition, torch.Tensor) else float(transition)
     if math.isnan(w_val):
         raise ValueError("`transition` must not be NaN")
+    max_iter = resolve_max_iter(max_iter, n)
     zl = move_to_last(z, dim)
     if zl.numel() == 0:  # an empty batch
         return z * 0.0
@@ -276,10 +288,10 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     if math.isinf(w_val):
         if w_val < 0:
             raise ValueError("`transition` = -inf forbids every structure with adjacent positions; use a finite value")
-        mu = sparsemap(flat, _oracle(k, math.inf, exactly_k), 0.0)
+        mu = sparsemap(flat, _oracle(k, math.inf, exactly_k), 0.0, max_iter)
     else:
         w_arg = transition.to(flat.dtype) if isinstance(transition, torch.Tensor) else w_val
-        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, start=_start(k, exactly_k))
+        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, max_iter, start=_start(k, exactly_k))
     return move_back(mu.reshape(zl.shape).to(z.dtype), dim)
 
 
@@ -290,7 +302,7 @@ class SequentialKSubsets(SparseMAP):
     (only constants of the energy depend on it).
     """
 
-    def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True, max_iter: int = MAX_ITER):
+    def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True, max_iter: Optional[int] = None):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"`k` must be a positive int; got {k!r}")
         self.k, self.transition, self.exactly_k = k, float(transition), bool(exactly_k)
@@ -298,7 +310,7 @@ class SequentialKSubsets(SparseMAP):
         super().__init__(_oracle(k, self.transition, self.exactly_k), w, None, max_iter)
 
     def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        return sequential_ksubsets(theta, self.k, self.transition, dim, self.exactly_k)
+        return sequential_ksubsets(theta, self.k, self.transition, dim, self.exactly_k, self.max_iter)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)

@@ -30,7 +30,18 @@ from .fenchel_young import Regularizer
 #: MAP(v: (B, N)) -> (a: (B, N) 0/1, b: (B,)), batched over rows.
 BatchedMapOracle = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
+#: The smallest default cap on active-set iterations; the default is max(MAX_ITER, 2N) for N scores, since a
+#: row with many fractional marginals needs about one iteration per fractional entry.
 MAX_ITER = 200
+
+
+def resolve_max_iter(max_iter: Optional[int], n: int) -> int:
+    """The iteration cap: ``max_iter``, or max(MAX_ITER, 2N) when it is None; a clear error otherwise."""
+    if max_iter is None:
+        return max(MAX_ITER, 2 * n)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be a positive int or None; got {max_iter!r}")
+    return max_iter
 
 
 @dataclass
@@ -157,7 +168,7 @@ def _collect(parts, mu: torch.Tensor, tau: torch.Tensor, n_iter: int) -> ActiveS
     return ActiveSets(mu, A, feats, valid, pi, tau, n_iter)
 
 
-def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, max_iter: int = MAX_ITER,
+def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, max_iter: Optional[int] = None,
                tol: Optional[float] = None, start: Optional[WarmStart] = None, structures: bool = True) -> ActiveSets:
     """Batched primal active-set SparseMAP for scores ``theta`` (B, N) (eq-sparsemap-active-set).
 
@@ -176,7 +187,7 @@ def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, ma
     ``structures=False`` only μ and τ are returned (the active sets are what the backward pass and the
     conjugate need).
     """
-    return _active_set(theta, oracle, w, max_iter, tol, start, structures)
+    return _active_set(theta, oracle, w, resolve_max_iter(max_iter, theta.shape[-1]), tol, start, structures)
 
 
 def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSets:
@@ -271,7 +282,8 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
         valid[here, at] = ready  # rows still dropping structures add none
         pi[here, at] = new_pi.squeeze(-1)
         pi = pi / pi.sum(-1, keepdim=True)
-    raise RuntimeError(f"SparseMAP active set did not converge in {max_iter} iterations")
+    raise RuntimeError(f"SparseMAP active set did not converge in {max_iter} iterations; pass a larger `max_iter` "
+                       "(a row needs about one iteration per fractional marginal)")
 
 
 def _jacobian_core(A: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -309,14 +321,16 @@ class _SparseMAPFunction(torch.autograd.Function):
         return g_theta, g_w, None, None, None, None
 
 
-def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: int = MAX_ITER,
+def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: Optional[int] = None,
               start: Optional[WarmStart] = None) -> torch.Tensor:
     """SparseMAP marginals of scores ``theta`` (B, N) for a batched MAP ``oracle`` (eq-sparsemap-map).
 
     ``w`` is the weight of the pairwise feature: a float, or a 0-dim tensor that may require grad.
     ``start`` is an optional warm start for the active set (see :func:`active_set`); it changes the
-    path of the solver, not the solution.
+    path of the solver, not the solution.  ``max_iter`` caps the active-set iterations (None:
+    max(200, 2N)); a row that needs more raises ``RuntimeError``.
     """
+    max_iter = resolve_max_iter(max_iter, theta.shape[-1])
     w_tensor = w if isinstance(w, torch.Tensor) else None
     w_value = float(w) if not isinstance(w, torch.Tensor) else float(w.detach())
     return _SparseMAPFunction.apply(theta, w_tensor, oracle, w_value, max_iter, start)
@@ -334,6 +348,8 @@ class SparseMAP(Regularizer):
         Weight of the pairwise feature.
     reference_point : Tensor, optional
         The barycentre of the structures (for the HFY energy constant 'fy').
+    max_iter : int, optional
+        Cap on active-set iterations; None: max(200, 2N).
 
     Examples
     --------
@@ -350,8 +366,9 @@ class SparseMAP(Regularizer):
     simplex = False
 
     def __init__(self, map_oracle: BatchedMapOracle, w: float = 0.0, reference_point: Optional[torch.Tensor] = None,
-                 max_iter: int = MAX_ITER):
-        self.map_oracle, self.w, self.max_iter = map_oracle, float(w), int(max_iter)
+                 max_iter: Optional[int] = None):
+        self.map_oracle, self.w = map_oracle, float(w)
+        self.max_iter = None if max_iter is None else resolve_max_iter(max_iter, 0)
         self._reference = reference_point
 
     def _flat(self, theta: torch.Tensor, dim: int) -> Tuple[torch.Tensor, tuple]:
