@@ -314,6 +314,32 @@ def test_max_iter_caps_the_active_set_and_the_default_grows_with_n():
                                rtol=0, atol=REFERENCE_ATOL)
 
 
+def test_float32_scores_are_solved_in_float64():
+    """The active set runs in float64 for float32 scores: in float32 the rounding of its solves exceeds the
+    tolerance of its affine-independence test, and a dependent structure entered the active set (a
+    Cholesky error); scores near 1e4 left no piece of the start wider than the float32 rounding (an
+    index error).  Both now match the float64 reference, up to the rounding of the scores to float32."""
+    z = np.random.default_rng(0).standard_normal((3, 13)) * 0.2
+    z[:, ::3] += 1.0
+    z32 = torch.from_numpy(z).float()
+    out = hfy.sequential_ksubsets(z32, 10, 0.01)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.double().numpy(), ref.sequential_ksubsets(z32.double().numpy(), 10, 0.01),
+                               rtol=0, atol=1e-6)
+    z = np.random.default_rng(0).standard_normal((2, 37)) + 1e4
+    z32 = torch.from_numpy(z).float()
+    out = hfy.sequential_ksubsets(z32, 17, 0.3, exactly_k=False)
+    np.testing.assert_allclose(out.double().numpy(),
+                               ref.sequential_ksubsets(z32.double().numpy(), 17, 0.3, exactly_k=False),
+                               rtol=0, atol=1e-6)
+    # gradients come back in the input's dtype, the transition's included
+    zz = z32[:1].clone().requires_grad_(True)
+    w = torch.tensor(0.3, requires_grad=True)
+    (hfy.sequential_ksubsets(zz, 17, w) * torch.linspace(-1, 1, 37)).sum().backward()
+    assert zz.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    assert torch.isfinite(zz.grad).all() and torch.isfinite(w.grad)
+
+
 # --- CUDA ------------------------------------------------------------------------------------------------
 
 

@@ -186,7 +186,12 @@ def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, ma
     have converged: later iterations (and oracle calls) only see the rows still being solved.  With
     ``structures=False`` only μ and τ are returned (the active sets are what the backward pass and the
     conjugate need).
+
+    The solver runs in float64 whatever the dtype of ``theta`` (the oracle sees float64 scores) and
+    returns float64 tensors: its tests of affine independence compare distances with 1e-6, below the
+    rounding of float32 solves on the Gram matrices of a few dozen structures.
     """
+    theta = theta.to(torch.float64)
     return _active_set(theta, oracle, w, resolve_max_iter(max_iter, theta.shape[-1]), tol, start, structures)
 
 
@@ -201,6 +206,8 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
     else:  # (the structures the start returns are updated in place)
         A, feats, pi = (t.to(dtype) for t in start(theta))
         pi = pi * (pi > 0)
+        if A.shape[1] == 0:  # no usable piece in any row (e.g. all narrower than the rounding): one slot
+            A, feats, pi = A.new_zeros((batch, 1, A.shape[2])), feats.new_zeros((batch, 1)), pi.new_zeros((batch, 1))
     valid = pi > 0
     vf = valid.to(dtype)
     M = _release((A @ A.transpose(1, 2) + 1.0) * vf.unsqueeze(-1) * vf.unsqueeze(-2), 1.0 - vf)
@@ -306,18 +313,19 @@ class _SparseMAPFunction(torch.autograd.Function):
     def forward(ctx, theta, w_tensor, oracle, w, max_iter, start):
         sol = active_set(theta, oracle, w, max_iter, start=start, structures=any(ctx.needs_input_grad[:2]))
         ctx.save_for_backward(sol.structures, sol.valid, sol.features)
-        return sol.mu
+        ctx.dtypes = theta.dtype, (w_tensor.dtype if w_tensor is not None else None)
+        return sol.mu.to(theta.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         A, valid, feats = ctx.saved_tensors
         M = _jacobian_core(A, valid)
-        ag = (A @ grad.unsqueeze(-1))  # (B, S, 1)
+        ag = (A @ grad.to(A.dtype).unsqueeze(-1))  # (B, S, 1)
         mag = M @ ag
-        g_theta = (A.transpose(1, 2) @ mag).squeeze(-1)
+        g_theta = (A.transpose(1, 2) @ mag).squeeze(-1).to(ctx.dtypes[0])
         g_w = None
         if ctx.needs_input_grad[1]:
-            g_w = (mag.squeeze(-1) * feats * valid.to(feats.dtype)).sum().reshape(())
+            g_w = (mag.squeeze(-1) * feats * valid.to(feats.dtype)).sum().reshape(()).to(ctx.dtypes[1])
         return g_theta, g_w, None, None, None, None
 
 
@@ -342,7 +350,7 @@ class SparseMAP(Regularizer):
     Parameters
     ----------
     map_oracle : callable
-        ``map_oracle(v)`` with ``v`` of shape (B, N) returns ``(a, b)``: the best structures (B, N) as 0/1
+        ``map_oracle(v)`` with ``v`` of shape (B, N) (float64: the solver runs in float64) returns ``(a, b)``: the best structures (B, N) as 0/1
         floats and their pairwise features (B,) — the argmax of vᵀa + w b.  It must be batched over rows.
     w : float
         Weight of the pairwise feature.
@@ -391,7 +399,7 @@ class SparseMAP(Regularizer):
         flat, shape = self._flat(theta.detach(), dim)
         sol = active_set(flat, self.map_oracle, self.w, self.max_iter)
         bonus = (sol.weights * sol.features).sum(-1).reshape(shape[:-1])
-        return value + self.w * bonus
+        return value + self.w * bonus.to(value.dtype)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         if self._reference is None:
