@@ -296,11 +296,15 @@ def test_invalid_max_iter_raises(max_iter):
 
 
 def test_max_iter_caps_the_active_set_and_the_default_grows_with_n():
-    """Too few iterations raise an error that names the argument; the default cap is max(200, 2N), enough
-    for wide supports (about one iteration per fractional marginal) that a fixed 200 would not allow."""
+    """Too few iterations raise an error that names the argument; the default cap is max(1000, 10N), enough
+    for wide supports (a few iterations per fractional marginal) that a fixed cap of 200 did not allow."""
     from hfy._torch.sparsemap import MAX_ITER, resolve_max_iter
 
-    assert resolve_max_iter(None, 16) == MAX_ITER and resolve_max_iter(None, 1024) == 2048
+    assert resolve_max_iter(None, 16) == MAX_ITER and resolve_max_iter(None, 1024) == 10240
+    # all 47 marginals fractional: 166 to 218 iterations per row, more than the former cap of 200
+    z = torch.randn(4, 47, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.05
+    np.testing.assert_allclose(hfy.sequential_ksubsets(z, 21, 0.01).numpy(),
+                               ref.sequential_ksubsets(z.numpy(), 21, 0.01), rtol=0, atol=REFERENCE_ATOL)
     assert resolve_max_iter(7, 1024) == 7
     theta = torch.from_numpy(random_scores((4, 40), 0.3, seed=2))
     expected = ref.sequential_ksubsets(theta.numpy(), 6, 0.2)

@@ -259,8 +259,8 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     exactly_k : bool
         Σ μ = k (True) or Σ μ <= k (False).
     max_iter : int, optional
-        Cap on the active-set iterations; None: max(200, 2N).  A row needs about one iteration per
-        fractional marginal, so scores of small scale (wide supports) over long rows need more.
+        Cap on the active-set iterations; None: max(1000, 10N).  A row needs a few iterations per
+        fractional marginal, so scores of small scale (wide supports) over long rows need the most.
 
     Returns
     -------
