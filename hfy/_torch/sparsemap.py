@@ -31,7 +31,7 @@ from .fenchel_young import Regularizer
 BatchedMapOracle = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 #: The smallest default cap on active-set iterations; the default is max(MAX_ITER, 10N) for N scores: a row
-#: with many fractional marginals needs a few iterations per fractional entry (up to about five seen).
+#: with many fractional marginals needs a few iterations per fractional entry (up to about five, measured).
 MAX_ITER = 1000
 
 
@@ -350,8 +350,9 @@ class SparseMAP(Regularizer):
     Parameters
     ----------
     map_oracle : callable
-        ``map_oracle(v)`` with ``v`` of shape (B, N) (float64: the solver runs in float64) returns ``(a, b)``: the best structures (B, N) as 0/1
-        floats and their pairwise features (B,) — the argmax of vᵀa + w b.  It must be batched over rows.
+        ``map_oracle(v)`` with ``v`` of shape (B, N) returns ``(a, b)``: the best structures (B, N) as 0/1
+        floats and their pairwise features (B,) — the argmax of vᵀa + w b.  It must be batched over rows,
+        and it sees float64 scores: the solver runs in float64 whatever the dtype of θ.
     w : float
         Weight of the pairwise feature.
     reference_point : Tensor, optional
