@@ -344,6 +344,38 @@ def test_float32_scores_are_solved_in_float64():
     assert torch.isfinite(zz.grad).all() and torch.isfinite(w.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_low_precision_scores_match_the_reference_on_their_rounded_values(dtype):
+    """Random problems of every kind that broke the float32 solver (ties, integer grids, offsets far from
+    zero, wide supports, bonuses of both signs, both budgets): the output, in the input's dtype, matches
+    the float64 reference at the scores rounded to that dtype."""
+    rng = np.random.default_rng({torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[dtype])
+    atol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    for case in range(40):
+        b, n = int(rng.integers(1, 6)), int(rng.integers(2, 30))
+        k = int(rng.integers(1, n + 1))
+        w = float(rng.choice([-1.0, -0.1, 0.0, 0.01, 0.3, 2.0]))
+        exactly_k = bool(case % 2)
+        kind = case % 5
+        if kind == 0:
+            z = rng.standard_normal((b, n)) * rng.choice([0.05, 0.3, 1.0, 5.0])
+        elif kind == 1:
+            z = rng.integers(-2, 3, size=(b, n)).astype(float)
+        elif kind == 2:
+            z = rng.standard_normal((b, n)) + (1e4 if dtype == torch.float32 else 100.0)
+        elif kind == 3:
+            z = np.round(rng.standard_normal((b, n)) * 4) / 4
+        else:
+            z = rng.standard_normal((b, n)) * 0.2
+            z[:, ::3] += 1.0
+        zt = torch.from_numpy(z).to(dtype)
+        out = hfy.sequential_ksubsets(zt, k, w, exactly_k=exactly_k)
+        assert out.dtype == dtype
+        expected = ref.sequential_ksubsets(zt.double().numpy(), k, w, exactly_k=exactly_k)
+        np.testing.assert_allclose(out.double().numpy(), expected, rtol=0, atol=atol,
+                                   err_msg=f"case {case}: {(b, n, k, w, exactly_k)}")
+
+
 # --- CUDA ------------------------------------------------------------------------------------------------
 
 
