@@ -417,6 +417,7 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     rows = torch.arange(x.shape[0], device=x.device)  # the rows still moving
     flats = []
     eps = torch.finfo(x.dtype).eps
+    wide = _wide(x.dtype)
     for step in range(UNIT_PASSES):
         r = rows.numel()
         exact = step >= UNIT_GROUP_SLOPES
@@ -449,7 +450,6 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
         # the exact slope, puts τ within half an ulp of the root (the output is x − τ in the scores' dtype).
         # It stays inside the bracket: a root between two neighbouring floats may sit at a breakpoint that
         # the slope at τ does not see.
-        wide = torch.float64 if x.dtype == torch.float32 else x.dtype
         fd = free.index_select(0, done).to(wide)
         td = tau.index_select(0, done)
         polished = torch.addcdiv(td.to(wide), resid.index_select(0, done).to(wide), fd.clamp_min(1.0))
@@ -466,10 +466,15 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     return out, rows, torch.cat(flats)
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float32, else ``dtype``: where a threshold is computed so that τ is correctly rounded."""
+    return torch.float64 if dtype == torch.float32 else dtype
+
+
 def _unit_sorted(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """The k-subsets threshold of the rows of ``x`` (R, N) by sorted breakpoints: :func:`capped_threshold`
     with caps 1 (0 on masked entries), in float64 for float32 scores so that τ is correctly rounded."""
-    wide = torch.float64 if x.dtype == torch.float32 else x.dtype
+    wide = _wide(x.dtype)
     return capped_threshold(*_finite_caps(x.to(wide)), total.to(wide)).to(x.dtype)
 
 

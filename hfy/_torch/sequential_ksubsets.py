@@ -149,12 +149,12 @@ def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
                 if not stocked[rows[rank > r]].any():
                     break
                 continue
-            rr = rows[sel]
+            rr, lo_r, hi_r, key_r = rows[sel], lo[sel], hi[sel], 2 + 3 * at[sel]
             free = left[rr]
             got = np.zeros(sel.size)
             line = np.arange(sel.size)
             for _ in range(LAYOUT_FILL_STEPS):
-                room = np.where(got < lo[sel], hi[sel] - got, -1.0)[:, None]
+                room = np.where(got < lo_r, hi_r - got, -1.0)[:, None]
                 options = np.where(free <= room, free, -1.0)
                 j = options.argmax(1)
                 best = options[line, j]
@@ -163,7 +163,7 @@ def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
                     break
                 got += np.maximum(best, 0.0)
                 free[line[fits], j[fits]] = np.inf
-                key[rr[fits], j[fits]] = 2 + 3 * at[sel][fits]
+                key[rr[fits], j[fits]] = key_r[fits]
             left[rr] = free
             stocked[rr] = np.isfinite(free).any(1)
     order = np.argsort(key * n + pos, axis=1, kind="stable")

@@ -86,19 +86,21 @@ def sequential_ksubsets_flow(theta: np.ndarray, k: int, transition: float = 0.0,
     sinks = [v for (i, c, s), v in node.items() if i == n - 1 and (c == k if exactly_k else c <= k)]
     m, nv = len(edges), len(node)
     # incidence matrices, sparse: dense ones of this size make cvxpy's canonicalisation dominate the solve
+    def ones_at(rows, cols, shape):
+        return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
+
     tails = np.array([t for (t, _, _) in edges])
     heads = np.array([h for (_, h, _) in edges])
     cols = np.arange(m)
-    inc_in = sparse.csr_matrix((np.ones(m), (heads, cols)), shape=(nv, m))
     internal = tails >= 0
-    inc_out = sparse.csr_matrix((np.ones(int(internal.sum())), (tails[internal], cols[internal])), shape=(nv, m))
+    inc_in = ones_at(heads, cols, (nv, m))
+    inc_out = ones_at(tails[internal], cols[internal], (nv, m))
     f = cp.Variable(m, nonneg=True)
     t = cp.Variable(len(sinks), nonneg=True)  # flow leaving each admissible last node
-    out_extra = sparse.csr_matrix((np.ones(len(sinks)), (sinks, np.arange(len(sinks)))), shape=(nv, len(sinks)))
+    out_extra = ones_at(sinks, np.arange(len(sinks)), (nv, len(sinks)))
     keys = {val: key for key, val in node.items()}
     selects = np.array([keys[h][2] == 1 for h in heads])  # edges into a "selected" node
-    unary = sparse.csr_matrix((np.ones(int(selects.sum())), ([keys[h][0] for h in heads[selects]], cols[selects])),
-                              shape=(n, m))
+    unary = ones_at([keys[h][0] for h in heads[selects]], cols[selects], (n, m))
     bonus = np.array([flag for (_, _, flag) in edges])
     mu = unary @ f
     constraints = [inc_in @ f == inc_out @ f + out_extra @ t, cp.sum(f[:2]) == 1]
