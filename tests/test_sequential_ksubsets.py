@@ -460,6 +460,34 @@ def test_the_start_has_most_of_the_adjacent_pairs_its_marginals_allow():
         assert float(pairs.sum() / bound.sum()) > 0.9
 
 
+@pytest.mark.parametrize("exactly_k", [True, False])
+def test_the_mixture_start_is_used_only_for_a_small_bonus_on_narrow_supports(exactly_k):
+    """The batch starts from the k-subsets mixture when the mean number F of fractional entries of the
+    k-subsets projection is at most MIXTURE_MAX_FRACTIONAL and |w|·F at most MIXTURE_MAX_BONUS, and from the
+    MAP structures (no slot) otherwise; the solution is the reference's either way."""
+    from hfy._torch import sequential_ksubsets as sq
+
+    k = 4
+
+    def mean_fractional(theta):
+        mu = hfy.ksubsets(theta, k, exactly_k=exactly_k)
+        return float(((mu > 1e-9) & (mu < 1 - 1e-9)).sum(-1).double().mean())
+
+    narrow = torch.from_numpy(random_scores((32, 64), 1.0, seed=6))
+    wide = 0.2 * narrow
+    fractional = mean_fractional(narrow)
+    assert 2.0 < fractional < sq.MIXTURE_MAX_FRACTIONAL < mean_fractional(wide)
+    small, large = 0.5 * sq.MIXTURE_MAX_BONUS / fractional, 2.0 * sq.MIXTURE_MAX_BONUS / fractional
+    for theta, w, mixture in [(narrow, small, True), (narrow, -small, True), (narrow, large, False),
+                              (narrow, -large, False), (wide, 0.0, False)]:
+        A, feats, weights = sq._start(k, w, exactly_k)(theta)
+        assert A.shape[:2] == feats.shape == weights.shape and A.shape[0] == theta.shape[0]
+        assert (A.shape[1] > 0 and bool((weights > 0).any(-1).all())) == mixture, (w, mixture)
+        out = hfy.sequential_ksubsets(theta[:6], k, w, exactly_k=exactly_k).numpy()
+        np.testing.assert_allclose(out, ref.sequential_ksubsets(theta[:6].numpy(), k, w, exactly_k=exactly_k),
+                                   rtol=0, atol=REFERENCE_ATOL)
+
+
 def test_active_set_falls_back_to_map_structures_when_the_start_is_unusable():
     """A row whose start has no weight, or whose start structures are affinely dependent, starts cold."""
     from hfy._torch import sparsemap as sm
@@ -497,8 +525,8 @@ def test_structures_are_only_kept_when_needed():
     from hfy._torch import sequential_ksubsets as sq
 
     theta = torch.from_numpy(random_scores((6, 12), 1.0, seed=4))
-    full = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=sq._start(3, True))
-    lean = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=sq._start(3, True), structures=False)
+    full = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=sq._start(3, 0.5, True))
+    lean = sm.active_set(theta, sq._oracle(3, 0.5, True), 0.5, start=sq._start(3, 0.5, True), structures=False)
     assert torch.equal(full.mu, lean.mu) and torch.equal(full.tau, lean.tau)
     assert lean.structures.numel() == 0 and full.structures.shape[:2] == full.valid.shape
     np.testing.assert_allclose((full.weights.unsqueeze(-1) * full.structures).sum(1).numpy(), full.mu.numpy(),

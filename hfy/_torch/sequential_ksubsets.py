@@ -5,8 +5,9 @@ Structures: k-hot vectors y scored θᵀy + w·b(y), b(y) = Σ_i y_i y_{i+1}
 over the number of selections and vectorised over positions and the batch
 (the Python loop runs k times, never over examples); w = inf restricts the
 structures to contiguous windows, whose MAP is a running sum.  SparseMAP is
-the batched active set of :mod:`hfy._torch.sparsemap`, warm-started from the
-k-subsets projection written as a mixture of k-subsets.
+the batched active set of :mod:`hfy._torch.sparsemap`, warm-started, for a
+small bonus on narrow supports, from the k-subsets projection written as a
+mixture of k-subsets (:func:`_start`), and otherwise from the MAP structures.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(order).to(mu.device)
 
 
-def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True):
+def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True, mu: Optional[torch.Tensor] = None):
     """A warm start for the active set: the k-subsets projection of θ written as a mixture of k-subsets.
 
     Without the bonus (w = 0) SparseMAP over sequential k-subsets *is* the k-subsets projection
@@ -187,14 +188,13 @@ def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True):
     fractional neighbours are selected together as often as their marginals allow, because that is
     what the bonus rewards: a mixture without those pairs is far from the solution's active set.
 
-    Returns ``(structures (B, S, N), features (B, S), weights (B, S))``; unused slots have weight 0 and the
+    ``mu``, if given, is the k-subsets projection of ``theta`` (computed otherwise).  Returns
+    ``(structures (B, S, N), features (B, S), weights (B, S))``; unused slots have weight 0 and the
     weights are not normalised.
     """
     b, n = theta.shape
-    mu_full = ksubsets(theta.detach(), k, exactly_k=exactly_k)
-    # the rounding of θ − τ, which μ carries: below it μ_i counts as 0 or 1 and a piece as empty
-    eps = torch.finfo(theta.dtype).eps
-    tol = eps * (1e3 * k + 8 * n * theta.detach().abs().amax(-1, keepdim=True))
+    mu_full = ksubsets(theta.detach(), k, exactly_k=exactly_k) if mu is None else mu
+    tol = _rounding(theta, k)
     order = chain_layout(mu_full, tol)
     mu = mu_full.gather(1, order)
     ends = torch.cumsum(mu, dim=1)
@@ -226,9 +226,39 @@ def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True):
     return y, (step == 1).sum(-1).to(theta.dtype), weight * ok
 
 
-def _start(k: int, exactly_k: bool):
+def _rounding(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row (B, 1), the rounding of θ − τ, which the k-subsets projection μ carries: below it μ_i counts
+    as 0 or 1 (and a piece of :func:`ksubsets_start` as empty)."""
+    eps = torch.finfo(theta.dtype).eps
+    return eps * (1e3 * k + 8 * theta.shape[-1] * theta.detach().abs().amax(-1, keepdim=True))
+
+
+#: :func:`_start` uses the mixture of :func:`ksubsets_start` when the rows of the batch have on average at most
+#: ``MIXTURE_MAX_FRACTIONAL`` fractional entries in their k-subsets projection F and |w|·F is at most
+#: ``MIXTURE_MAX_BONUS``; otherwise the active set starts from each row's MAP structure.
+MIXTURE_MAX_FRACTIONAL = 24
+MIXTURE_MAX_BONUS = 1.2
+
+
+def _start(k: int, w: float, exactly_k: bool):
+    """The warm start of :func:`sequential_ksubsets`: the mixture of :func:`ksubsets_start`, or none.
+
+    The mixture is exact for w = 0 and saves most iterations for a small bonus, but its structures
+    are the wrong ones when the bonus moves the solution far from the k-subsets projection (the
+    solution then selects runs of neighbours together), or when the support is wide (the layout
+    finds few nestings).  Dropping them costs more iterations than building the active set from the
+    MAP structure, and each iteration costs more with the mixture's many slots (measured on 256 × 128
+    batches, see the performance chapter).  One choice for the batch: a batch whose rows start from
+    both would carry the mixture's slots into every row's iterations.
+    """
     def start(theta: torch.Tensor):
-        return ksubsets_start(theta, k, exactly_k)
+        mu = ksubsets(theta.detach(), k, exactly_k=exactly_k)
+        tol = _rounding(theta, k)
+        fractional = ((mu > tol) & (mu < 1.0 - tol)).sum(-1).to(theta.dtype).mean()
+        if float(fractional) > MIXTURE_MAX_FRACTIONAL or abs(w) * float(fractional) > MIXTURE_MAX_BONUS:
+            b, n = theta.shape  # no slot: every row starts from its MAP structure
+            return theta.new_zeros((b, 0, n)), theta.new_zeros((b, 0)), theta.new_zeros((b, 0))
+        return ksubsets_start(theta, k, exactly_k, mu)
 
     return start
 
@@ -291,7 +321,7 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
         mu = sparsemap(flat, _oracle(k, math.inf, exactly_k), 0.0, max_iter)
     else:
         w_arg = transition.to(flat.dtype) if isinstance(transition, torch.Tensor) else w_val
-        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, max_iter, start=_start(k, exactly_k))
+        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, max_iter, start=_start(k, w_val, exactly_k))
     return move_back(mu.reshape(zl.shape).to(z.dtype), dim)
 
 
