@@ -78,6 +78,24 @@ def oracle_cases():
     return cases
 
 
+@pytest.fixture
+def newton_passes(monkeypatch):
+    """Every batch takes the Newton passes, however few its scores (see ``UNIT_SORT_SIZE``)."""
+    from hfy._torch import _core
+
+    monkeypatch.setattr(_core, "UNIT_SORT_SIZE", 0)
+
+
+@pytest.fixture(params=["sorted", "newton"])
+def threshold_path(request, monkeypatch):
+    """The test runs twice: every batch sorted outright, and every batch through the Newton passes,
+    whatever its size (see ``UNIT_SORT_SIZE``); short rows are then their own group maxima."""
+    from hfy._torch import _core
+
+    monkeypatch.setattr(_core, "UNIT_SORT_SIZE", 10**18 if request.param == "sorted" else 0)
+    return request.param
+
+
 # --- the triangle ----------------------------------------------------------------------------------------
 
 
@@ -87,6 +105,7 @@ def test_oracle_agrees_with_reference(name, z, k, exactly_k):
                                rtol=0, atol=ORACLE_ATOL)
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
 @pytest.mark.parametrize("shape,dim,k,scale", LAYOUTS)
 def test_reference_agrees_with_torch_float64(shape, dim, k, scale, exactly_k):
@@ -95,6 +114,7 @@ def test_reference_agrees_with_torch_float64(shape, dim, k, scale, exactly_k):
     np.testing.assert_allclose(out.numpy(), ref.ksubsets(z, k, dim, exactly_k=exactly_k), rtol=0, atol=REFERENCE_ATOL)
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
 def test_reference_agrees_with_torch_with_masks(exactly_k):
     z = random_scores((40, 50), 2.0, seed=3)
@@ -106,6 +126,7 @@ def test_reference_agrees_with_torch_with_masks(exactly_k):
     assert (out[np.isinf(z)] == 0.0).all()
 
 
+@pytest.mark.usefixtures("threshold_path")
 def test_per_row_k_agrees_with_reference_row_by_row():
     z = random_scores((6, 3, 11), 2.0, seed=5)
     k = torch.tensor([1, 2, 3, 5, 10, 11]).reshape(6, 1, 1)
@@ -118,6 +139,7 @@ def test_per_row_k_agrees_with_reference_row_by_row():
         np.testing.assert_allclose(out[:, c], ref.ksubsets(z[:, c], int(k_dim1[0, c]), -1), rtol=0, atol=REFERENCE_ATOL)
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
 @pytest.mark.parametrize("k", [1, 3])
@@ -252,6 +274,7 @@ def test_at_most_k_regimes():
 # --- derivatives ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
 @pytest.mark.parametrize("scale", [0.3, 3.0])
 def test_gradcheck(exactly_k, scale):
@@ -325,6 +348,7 @@ def test_regulariser_danskin_and_loss():
 # --- adversarial inputs --------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("dtype", [torch.float64, *LOW_PRECISION], ids=str)
 @pytest.mark.parametrize("name,z", [c for c in adversarial_scores() if c[0] != "huge scale"],
                          ids=[c[0] for c in adversarial_scores() if c[0] != "huge scale"])
@@ -349,6 +373,7 @@ HUGE = [
 ]
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("z", HUGE)
 def test_huge_scores_where_representable(z, dtype):
@@ -370,6 +395,7 @@ def test_huge_scores_in_float16_overflow_to_infinities():
                                atol=dtype_atol(torch.float16))
 
 
+@pytest.mark.usefixtures("threshold_path")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_large_finite_padding_value(dtype):
     """Padding with a large finite negative score (masked_fill(-1e9), common in float32 code) acts like a mask."""
@@ -379,6 +405,7 @@ def test_large_finite_padding_value(dtype):
     np.testing.assert_allclose(hfy.ksubsets(z, 2).double().numpy(), expected, rtol=0, atol=dtype_atol(dtype))
 
 
+@pytest.mark.usefixtures("threshold_path")
 def test_ties_are_shared_equally():
     z = torch.tensor([2.0, 2.0, 2.0, 1.0, -1.0], dtype=torch.float64)
     np.testing.assert_allclose(hfy.ksubsets(z, 2).numpy(), [2 / 3, 2 / 3, 2 / 3, 0, 0], rtol=0, atol=PROPERTY_ATOL)
@@ -516,6 +543,7 @@ def _mixed_rows(n=160):
     return np.stack(rows)
 
 
+@pytest.mark.usefixtures("newton_passes")
 @pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_newton_threshold_on_mixed_rows_agrees_with_reference(k, exactly_k):
@@ -526,16 +554,18 @@ def test_newton_threshold_on_mixed_rows_agrees_with_reference(k, exactly_k):
         assert set(np.unique(out[4])) == {0.0, 1.0}
 
 
-@pytest.mark.parametrize("groups,passes", [(2, 16), (2, 1), (4, 3), (10**6, 16)],
-                         ids=["newton", "all sorted after one pass", "mixed", "all sorted outright"])
-def test_threshold_stages_agree_with_the_sorted_breakpoints(monkeypatch, groups, passes):
+@pytest.mark.parametrize("groups,passes,sort_size", [(2, 16, 0), (2, 1, 0), (4, 3, 0), (10**6, 16, 0), (64, 16, 10**18)],
+                         ids=["newton", "all sorted after one pass", "mixed", "groups of one", "all sorted outright"])
+def test_threshold_stages_agree_with_the_sorted_breakpoints(monkeypatch, groups, passes, sort_size):
     """Each stage of the k-subsets threshold, forced: few group maxima give a poor start and many
-    Newton passes, one pass leaves every row to the sorted breakpoints, and more groups than half the
-    row sends it to the sorted breakpoints outright."""
+    Newton passes, one pass leaves every row to the sorted breakpoints, groups of one score make the
+    start solve the row, and a large enough ``UNIT_SORT_SIZE`` sends it to the sorted breakpoints outright."""
     from hfy._torch import _core
 
     monkeypatch.setattr(_core, "UNIT_GROUPS", groups)
+    monkeypatch.setattr(_core, "UNIT_GROUP_SIZE", 1)
     monkeypatch.setattr(_core, "UNIT_PASSES", passes)
+    monkeypatch.setattr(_core, "UNIT_SORT_SIZE", sort_size)
     z = np.concatenate([_mixed_rows(), random_scores((40, 160), 2.0, seed=9)])
     for k in (1, 3, 6):
         out = hfy.ksubsets(torch.from_numpy(z), k).numpy()
@@ -546,6 +576,7 @@ def test_threshold_stages_agree_with_the_sorted_breakpoints(monkeypatch, groups,
         np.testing.assert_allclose(out[r], ref.ksubsets(z[r], int(per_row[r])), rtol=0, atol=REFERENCE_ATOL)
 
 
+@pytest.mark.usefixtures("newton_passes")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_newton_threshold_low_precision_mixed_rows(dtype):
     z = torch.from_numpy(_mixed_rows()[[0, 1, 3, 4, 5, 8]]).to(dtype)  # rows representable in low precision
@@ -572,6 +603,7 @@ def _newton_rows(n=256, seed=11):
     return np.stack(rows)
 
 
+@pytest.mark.usefixtures("newton_passes")
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
 def test_newton_passes_special_rows_agree_with_reference_and_stay_integral(k):
     z = _newton_rows()
@@ -584,6 +616,7 @@ def test_newton_passes_special_rows_agree_with_reference_and_stay_integral(k):
         assert set(np.unique(out[r])) <= {0.0, 1.0}, f"row {r}: not exactly 0/1"
 
 
+@pytest.mark.usefixtures("newton_passes")
 def test_newton_flat_pieces_jump_and_round(monkeypatch):
     """Rows on a flat piece take the jump of ``_leave_flat_pieces``, and rows settling at the end of a
     flat piece come back for rounding: both paths run on integral rows, with exact 0/1 outputs."""
@@ -610,6 +643,22 @@ def test_newton_flat_pieces_jump_and_round(monkeypatch):
     assert sum(jumped) > 0 and sum(rounded) > 0
 
 
+def test_newton_passes_along_a_middle_dim_round_integral_rows():
+    """Scores moved from a middle dim to the last are not contiguous; the output (the solver's scratch)
+    is, so that the rows settling at the end of a flat piece can be rounded in place.  (A batch of more
+    than ``UNIT_SORT_SIZE`` scores takes the Newton passes by default.)"""
+    z = 100.0 * random_scores((3, 300, 20), 1.0, seed=12)  # scale 100: mostly integral outputs
+    for dtype in (torch.float64, torch.float32):
+        zt = torch.from_numpy(z).to(dtype)
+        out = hfy.ksubsets(zt, 3, dim=1).double().numpy()
+        expected = ref.ksubsets(zt.double().numpy(), 3, 1)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=dtype_atol(dtype))
+        integral = np.all((expected == 0) | (expected == 1), axis=1)
+        assert integral.mean() > 0.5
+        np.testing.assert_array_equal(out.transpose(0, 2, 1)[integral], expected.transpose(0, 2, 1)[integral])
+
+
+@pytest.mark.usefixtures("newton_passes")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_newton_passes_with_a_scratch_buffer_leave_inputs_alone(dtype):
     """The solver writes only into its scratch buffer (the output): the scores are unchanged."""
@@ -625,6 +674,7 @@ def test_newton_passes_with_a_scratch_buffer_leave_inputs_alone(dtype):
     assert (mu - mu64).abs().max().item() <= dtype_atol(dtype)
 
 
+@pytest.mark.usefixtures("newton_passes")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_newton_passes_with_huge_scores(dtype):
     """A score of ±1e30 next to scores of order 1: steps from the huge end of the bracket are lost to
@@ -639,6 +689,7 @@ def test_newton_passes_with_huge_scores(dtype):
     assert np.abs(out - expected).max() <= dtype_atol(dtype)
 
 
+@pytest.mark.usefixtures("newton_passes")
 def test_newton_passes_float32_far_from_zero():
     """Scores around −1e6 in float32 (spacing 1/16): τ is a float32 as well, so each output can be off by
     half that spacing, but no more, whether the row is fractional, integral or full of ties."""

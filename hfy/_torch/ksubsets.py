@@ -49,7 +49,7 @@ class _CappedProjection(torch.autograd.Function):
                 u = torch.where(finite, u, torch.zeros_like(u))
             cap_sum = u.sum(-1, keepdim=True)
         full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
-        out = torch.empty_like(x)  # the output, first the solver's scratch
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)  # the output, first the solver's scratch
         snap = None  # the (flattened) rows whose k-subsets output is integral up to rounding
         if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
             tau, snap = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked, top)
