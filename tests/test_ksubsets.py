@@ -78,21 +78,24 @@ def oracle_cases():
     return cases
 
 
+def _sort_batches_up_to(monkeypatch, size):
+    """Batches of at most ``size`` scores take the sorted breakpoints, larger ones the Newton passes."""
+    from hfy._torch import _core
+
+    monkeypatch.setattr(_core, "UNIT_SORT_SIZE", size)
+
+
 @pytest.fixture
 def newton_passes(monkeypatch):
     """Every batch takes the Newton passes, however few its scores (see ``UNIT_SORT_SIZE``)."""
-    from hfy._torch import _core
-
-    monkeypatch.setattr(_core, "UNIT_SORT_SIZE", 0)
+    _sort_batches_up_to(monkeypatch, 0)
 
 
 @pytest.fixture(params=["sorted", "newton"])
 def threshold_path(request, monkeypatch):
     """The test runs twice: every batch sorted outright, and every batch through the Newton passes,
-    whatever its size (see ``UNIT_SORT_SIZE``); short rows are then their own group maxima."""
-    from hfy._torch import _core
-
-    monkeypatch.setattr(_core, "UNIT_SORT_SIZE", 10**18 if request.param == "sorted" else 0)
+    whatever its size; short rows are then their own group maxima."""
+    _sort_batches_up_to(monkeypatch, 10**18 if request.param == "sorted" else 0)
     return request.param
 
 
@@ -643,19 +646,42 @@ def test_newton_flat_pieces_jump_and_round(monkeypatch):
     assert sum(jumped) > 0 and sum(rounded) > 0
 
 
+@pytest.mark.usefixtures("newton_passes")
 def test_newton_passes_along_a_middle_dim_round_integral_rows():
-    """Scores moved from a middle dim to the last are not contiguous; the output (the solver's scratch)
-    is, so that the rows settling at the end of a flat piece can be rounded in place.  (A batch of more
-    than ``UNIT_SORT_SIZE`` scores takes the Newton passes by default.)"""
+    """Scores moved from a middle dim to the last are not contiguous; the solver's scratch (the output)
+    is, so that the rows settling at the end of a flat piece can be rounded in place, and the output
+    comes back in the layout of the scores."""
     z = 100.0 * random_scores((3, 300, 20), 1.0, seed=12)  # scale 100: mostly integral outputs
     for dtype in (torch.float64, torch.float32):
         zt = torch.from_numpy(z).to(dtype)
-        out = hfy.ksubsets(zt, 3, dim=1).double().numpy()
+        result = hfy.ksubsets(zt, 3, dim=1)
+        assert result.is_contiguous() and result.dtype == dtype
+        out = result.double().numpy()
         expected = ref.ksubsets(zt.double().numpy(), 3, 1)
         np.testing.assert_allclose(out, expected, rtol=0, atol=dtype_atol(dtype))
         integral = np.all((expected == 0) | (expected == 1), axis=1)
         assert integral.mean() > 0.5
         np.testing.assert_array_equal(out.transpose(0, 2, 1)[integral], expected.transpose(0, 2, 1)[integral])
+
+
+@pytest.mark.usefixtures("threshold_path")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
+@pytest.mark.parametrize("n,scale", [(5, 0.3), (5, 0.05), (40, 0.3), (300, 0.05)])
+def test_masked_batches_with_unmasked_rows_of_narrow_range(n, scale, exactly_k, dtype):
+    """In a batch with −inf, a row without any starts its bracket at its smallest score − 1 too: at its
+    smallest score, g can be below k when the row's scores lie within 1 of each other (short rows are
+    their own group maxima on the Newton passes)."""
+    rng = np.random.default_rng(n)
+    z = rng.standard_normal((64, n))
+    z[::2] *= scale  # narrow rows, unmasked
+    masked = z[1::2]
+    masked[rng.random(masked.shape) < 0.4] = NINF
+    masked[:, :4] = rng.standard_normal((32, 4))  # at least 4 unmasked
+    zt = torch.from_numpy(z).to(dtype)
+    out = hfy.ksubsets(zt, 3, exactly_k=exactly_k).double().numpy()
+    expected = ref.ksubsets(zt.double().numpy(), 3, exactly_k=exactly_k)
+    assert np.abs(out - expected).max() <= dtype_atol(dtype)
 
 
 @pytest.mark.usefixtures("newton_passes")

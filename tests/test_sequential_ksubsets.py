@@ -462,9 +462,9 @@ def test_the_start_has_most_of_the_adjacent_pairs_its_marginals_allow():
 
 @pytest.mark.parametrize("exactly_k", [True, False])
 def test_the_mixture_start_is_used_only_for_a_small_bonus_on_narrow_supports(exactly_k):
-    """The batch starts from the k-subsets mixture when the mean number F of fractional entries of the
-    k-subsets projection is at most MIXTURE_MAX_FRACTIONAL and |w|·F at most MIXTURE_MAX_BONUS, and from the
-    MAP structures (no slot) otherwise; the solution is the reference's either way."""
+    """The batch starts from the k-subsets mixture for w = 0 (its solution), and when the mean number F of
+    fractional entries of the k-subsets projection is at most MIXTURE_MAX_FRACTIONAL and |w|·F at most
+    MIXTURE_MAX_BONUS; from the MAP structures (no slot) otherwise.  The solution is the reference's either way."""
     from hfy._torch import sequential_ksubsets as sq
 
     k = 4
@@ -479,12 +479,12 @@ def test_the_mixture_start_is_used_only_for_a_small_bonus_on_narrow_supports(exa
     assert 2.0 < fractional < sq.MIXTURE_MAX_FRACTIONAL < mean_fractional(wide)
     small, large = 0.5 * sq.MIXTURE_MAX_BONUS / fractional, 2.0 * sq.MIXTURE_MAX_BONUS / fractional
     for theta, w, mixture in [(narrow, small, True), (narrow, -small, True), (narrow, large, False),
-                              (narrow, -large, False), (wide, 0.0, False)]:
+                              (narrow, -large, False), (wide, 1e-3, False), (wide, 0.0, True)]:
         A, feats, weights = sq._start(k, w, exactly_k)(theta)
         assert A.shape[:2] == feats.shape == weights.shape and A.shape[0] == theta.shape[0]
         assert (A.shape[1] > 0 and bool((weights > 0).any(-1).all())) == mixture, (w, mixture)
-        out = hfy.sequential_ksubsets(theta[:6], k, w, exactly_k=exactly_k).numpy()
-        np.testing.assert_allclose(out, ref.sequential_ksubsets(theta[:6].numpy(), k, w, exactly_k=exactly_k),
+        out = hfy.sequential_ksubsets(theta, k, w, exactly_k=exactly_k).numpy()
+        np.testing.assert_allclose(out, ref.sequential_ksubsets(theta.numpy(), k, w, exactly_k=exactly_k),
                                    rtol=0, atol=REFERENCE_ATOL)
 
 

@@ -390,12 +390,13 @@ def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool)
     row's, and so is any τ with g_S(τ) >= total.  S holds the ``groups`` maxima of strided groups
     (:func:`_group_maxima`); ``UNIT_START_PASSES`` Newton steps on S inside the bracket
     [min S − 1, max S] give their last iterate (S's threshold once they settle) and the largest τ
-    they met with g_S(τ) >= total.  With −inf in the row the bracket starts at the smallest finite
-    score − 1 instead, where g counts every finite score.  Returns (start, lower bound, S).
+    they met with g_S(τ) >= total.  With −inf in the batch the bracket of every row starts at its
+    smallest finite score − 1 instead, where g counts every finite score (a masked group has no
+    maximum, and S may then have fewer than ``total`` scores).  Returns (start, lower bound, S).
     """
     s = _group_maxima(x, groups)
     if masked:
-        lo = _finite_caps(x)[0].amin(-1, keepdim=True)
+        lo = torch.where(torch.isfinite(x), x, math.inf).amin(-1, keepdim=True) - 1.0
         s = torch.where(torch.isfinite(s), s, lo)
     else:
         lo = s.amin(-1, keepdim=True) - 1.0
@@ -557,10 +558,11 @@ def capped_threshold(x: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> t
     on its top ``CAPPED_TOPK`` scores; if the smallest of those ends at or below
     the threshold, every other entry does too and the answer is exact.  Small
     caps spread the mass over many entries (caps of about 1/100 need a hundred),
-    so the candidate set has at least twice total/mean(u) entries, the support
-    of a row whose support is capped; rows where it fails are solved again on
-    ``CAPPED_TOPK_GROWTH`` times as many top scores, and so on, up to the whole
-    row.  Sorting the candidates is many times cheaper than sorting all N.
+    so the candidate sets have at least twice total/mean(u) entries of the
+    median row (the support of a row whose support is capped); rows where they
+    fail are solved again on ``CAPPED_TOPK_GROWTH`` times as many top scores,
+    and so on, up to the whole row.  Sorting the candidates is many times
+    cheaper than sorting all N.
     """
     n = x.shape[-1]
     shape = total.expand(*x.shape[:-1], 1).shape
@@ -569,7 +571,8 @@ def capped_threshold(x: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> t
     rows = None  # the rows left (None: all)
     if ts.numel() == 0:  # an empty batch
         return tau.reshape(shape)
-    spread = float((ts * n / us.sum(-1, keepdim=True)).max())  # total / mean cap (inf or NaN: sort all)
+    # total / mean cap for the median row (inf or NaN: sort all); the rows above it grow their candidates
+    spread = float(torch.nanmedian(ts * n / us.sum(-1, keepdim=True)))
     m = max(CAPPED_TOPK, 1, 2 * math.ceil(spread)) if spread < n else n
     while m < n:
         xr, ur, tr = (xs, us, ts) if rows is None else (xs[rows], us[rows], ts[rows])

@@ -8,9 +8,9 @@ Both maps are μ = clip(θ − τ, 0, u) with Σ μ = total:
 The threshold is exact: for k-subsets, safeguarded Newton steps on the
 piecewise-linear Σ clip(θ − τ, 0, 1), from the threshold of each row's group
 maxima (:func:`hfy._torch._core.capped_threshold_unit`), with the solver's
-scratch in the output tensor and integral rows rounded to exactly 0/1; for
-per-entry caps, sorted breakpoints on a top-k candidate set
-(:func:`hfy._torch._core.capped_threshold`).  The backward pass is the
+scratch in the output tensor and integral rows rounded to exactly 0/1 (small
+batches are sorted instead); for per-entry caps, sorted breakpoints on top-k
+candidate sets (:func:`hfy._torch._core.capped_threshold`).  The backward pass is the
 closed-form product with the Jacobian: with F = {0 < μ_i < u_i} (free) and
 C = {μ_i = u_i > 0} (capped), ∂L/∂θ = 1_F ⊙ (g − ḡ_F) and ∂L/∂u = 1_C ⊙ (g − ḡ_F)
 when the budget is active; with an inactive "at most k" budget, ∂L/∂θ = 1_F ⊙ g.
@@ -49,7 +49,9 @@ class _CappedProjection(torch.autograd.Function):
                 u = torch.where(finite, u, torch.zeros_like(u))
             cap_sum = u.sum(-1, keepdim=True)
         full = tot >= cap_sum  # every entry at its cap (e.g. k = number of unmasked scores)
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)  # the output, first the solver's scratch
+        # the output, first the solver's scratch: contiguous, so that its rows are views (for a moved dim the
+        # result is copied back to the layout of the scores at the end)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
         snap = None  # the (flattened) rows whose k-subsets output is integral up to rounding
         if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
             tau, snap = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked, top)
@@ -75,6 +77,8 @@ class _CappedProjection(torch.autograd.Function):
         ctx.unit = unit
         ctx.want_upper_grad = want_upper_grad
         ctx.save_for_backward(mu, u, active)
+        if mu.stride() != z.stride():  # the layout of the scores (a dim moved to the last)
+            return torch.empty_like(z).copy_(mu)
         return mu.to(z.dtype)
 
     @staticmethod

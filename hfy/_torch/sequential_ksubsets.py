@@ -171,7 +171,8 @@ def chain_layout(mu: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(order).to(mu.device)
 
 
-def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True, mu: Optional[torch.Tensor] = None):
+def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True, mu: Optional[torch.Tensor] = None,
+                   tol: Optional[torch.Tensor] = None):
     """A warm start for the active set: the k-subsets projection of θ written as a mixture of k-subsets.
 
     Without the bonus (w = 0) SparseMAP over sequential k-subsets *is* the k-subsets projection
@@ -188,13 +189,13 @@ def ksubsets_start(theta: torch.Tensor, k: int, exactly_k: bool = True, mu: Opti
     fractional neighbours are selected together as often as their marginals allow, because that is
     what the bonus rewards: a mixture without those pairs is far from the solution's active set.
 
-    ``mu``, if given, is the k-subsets projection of ``theta`` (computed otherwise).  Returns
-    ``(structures (B, S, N), features (B, S), weights (B, S))``; unused slots have weight 0 and the
-    weights are not normalised.
+    ``mu`` and ``tol``, if given, are the k-subsets projection of ``theta`` and its rounding
+    (:func:`_rounding`; both computed otherwise).  Returns ``(structures (B, S, N), features (B, S),
+    weights (B, S))``; unused slots have weight 0 and the weights are not normalised.
     """
     b, n = theta.shape
     mu_full = ksubsets(theta.detach(), k, exactly_k=exactly_k) if mu is None else mu
-    tol = _rounding(theta, k)
+    tol = _rounding(theta, k) if tol is None else tol
     order = chain_layout(mu_full, tol)
     mu = mu_full.gather(1, order)
     ends = torch.cumsum(mu, dim=1)
@@ -233,9 +234,10 @@ def _rounding(theta: torch.Tensor, k: int) -> torch.Tensor:
     return eps * (1e3 * k + 8 * theta.shape[-1] * theta.detach().abs().amax(-1, keepdim=True))
 
 
-#: :func:`_start` uses the mixture of :func:`ksubsets_start` when the rows of the batch have on average at most
-#: ``MIXTURE_MAX_FRACTIONAL`` fractional entries in their k-subsets projection F and |w|·F is at most
-#: ``MIXTURE_MAX_BONUS``; otherwise the active set starts from each row's MAP structure.
+#: :func:`_start` uses the mixture of :func:`ksubsets_start` for w = 0 (where it is the solution), and when the
+#: rows of the batch have on average at most ``MIXTURE_MAX_FRACTIONAL`` fractional entries F in their k-subsets
+#: projection and |w|·F is at most ``MIXTURE_MAX_BONUS``; otherwise the active set starts from each row's MAP
+#: structure.
 MIXTURE_MAX_FRACTIONAL = 24
 MIXTURE_MAX_BONUS = 1.2
 
@@ -243,7 +245,7 @@ MIXTURE_MAX_BONUS = 1.2
 def _start(k: int, w: float, exactly_k: bool):
     """The warm start of :func:`sequential_ksubsets`: the mixture of :func:`ksubsets_start`, or none.
 
-    The mixture is exact for w = 0 and saves most iterations for a small bonus, but its structures
+    The mixture is the solution for w = 0 and saves most iterations for a small bonus, but its structures
     are the wrong ones when the bonus moves the solution far from the k-subsets projection (the
     solution then selects runs of neighbours together), or when the support is wide (the layout
     finds few nestings).  Dropping them costs more iterations than building the active set from the
@@ -254,11 +256,12 @@ def _start(k: int, w: float, exactly_k: bool):
     def start(theta: torch.Tensor):
         mu = ksubsets(theta.detach(), k, exactly_k=exactly_k)
         tol = _rounding(theta, k)
-        fractional = ((mu > tol) & (mu < 1.0 - tol)).sum(-1).to(theta.dtype).mean()
-        if float(fractional) > MIXTURE_MAX_FRACTIONAL or abs(w) * float(fractional) > MIXTURE_MAX_BONUS:
-            b, n = theta.shape  # no slot: every row starts from its MAP structure
-            return theta.new_zeros((b, 0, n)), theta.new_zeros((b, 0)), theta.new_zeros((b, 0))
-        return ksubsets_start(theta, k, exactly_k, mu)
+        if w != 0.0:
+            fractional = float(((mu > tol) & (mu < 1.0 - tol)).sum(-1).to(theta.dtype).mean())
+            if fractional > MIXTURE_MAX_FRACTIONAL or abs(w) * fractional > MIXTURE_MAX_BONUS:
+                b, n = theta.shape  # no slot: every row starts from its MAP structure
+                return theta.new_zeros((b, 0, n)), theta.new_zeros((b, 0)), theta.new_zeros((b, 0))
+        return ksubsets_start(theta, k, exactly_k, mu, tol)
 
     return start
 
