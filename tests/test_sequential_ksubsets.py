@@ -488,6 +488,36 @@ def test_the_mixture_start_is_used_only_for_a_small_bonus_on_narrow_supports(exa
                                    rtol=0, atol=REFERENCE_ATOL)
 
 
+@pytest.mark.parametrize("w,exactly_k", [(0.3, True), (-0.4, False), (2.0, True)])
+def test_regulariser_conjugate_takes_one_solve_with_the_danskin_gradient(monkeypatch, w, exactly_k):
+    """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² comes from one warm-started active set (μ and the mixture π
+    together), along a middle dim too; its gradient is μ; -inf scores raise as in the prediction."""
+    from hfy._torch import sparsemap as sm
+
+    calls = []
+    solve = sm.active_set
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("start"))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(sm, "active_set", counting)
+    reg = hfy.SequentialKSubsets(3, w, exactly_k=exactly_k)
+    theta = random_scores((4, 10, 5), 1.0, seed=8)
+    t = torch.from_numpy(theta).requires_grad_()
+    value = reg.conjugate(t, dim=1)
+    assert len(calls) == 1 and calls[0] is not None
+    expected = ref.SequentialKSubsets(3, w, exactly_k=exactly_k).conjugate(theta, dim=1)
+    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=0, atol=REFERENCE_ATOL)
+    value.sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), ref.sequential_ksubsets(theta, 3, w, dim=1, exactly_k=exactly_k),
+                               rtol=0, atol=REFERENCE_ATOL)
+    bad = torch.from_numpy(theta.copy())
+    bad[0, 0, 0] = -math.inf
+    with pytest.raises(ValueError, match="finite"):
+        reg.conjugate(bad, dim=1)
+
+
 def test_active_set_falls_back_to_map_structures_when_the_start_is_unusable():
     """A row whose start has no weight, or whose start structures are affinely dependent, starts cold."""
     from hfy._torch import sparsemap as sm

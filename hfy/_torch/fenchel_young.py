@@ -42,8 +42,10 @@ class _Conjugate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, regularizer, dim):
         with torch.no_grad():
-            p = regularizer.predict(theta, dim)
+            p, extra = regularizer._predict_for_conjugate(theta, dim)
             value = masked_dot(theta, p, dim) - regularizer.omega(p, dim)
+            if extra is not None:
+                value = value + extra
             if regularizer.simplex:  # sup over an empty set: an all-masked row has Ω* = −inf
                 value = value.masked_fill(torch.isneginf(theta.amax(dim)), -math.inf)
         ctx.regularizer, ctx.dim = regularizer, dim
@@ -108,6 +110,10 @@ class Regularizer:
     def conjugate(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Ω*(θ) = ⟨θ, ŷ⟩ − Ω(ŷ) (eq-fenchel_young-conjugate); gradient ŷ_Ω(θ)."""
         return _Conjugate.apply(theta, self, dim)
+
+    def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
+        """ŷ_Ω(θ) and a term added to ⟨θ, ŷ⟩ − Ω(ŷ) in Ω*(θ) (None: nothing), from one solve."""
+        return self.predict(theta, dim), None
 
     def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """L_Ω(θ; y) for a target ``y`` in the domain, reduced along ``dim`` only."""

@@ -274,6 +274,20 @@ def _oracle(k: int, w: float, exactly_k: bool):
     return oracle
 
 
+def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int):
+    """The scores (checked), their length N along ``dim`` and the bonus as a float; clear errors otherwise."""
+    z = check_scores(z, "z", dim)
+    n = z.shape[dim]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"`k` must be an int in [1, N={n}]; got {k!r}")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("`z` must be finite for sequential_ksubsets (a -inf mask would break the chain)")
+    w_val = float(transition.detach()) if isinstance(transition, torch.Tensor) else float(transition)
+    if math.isnan(w_val):
+        raise ValueError("`transition` must not be NaN")
+    return z, n, w_val
+
+
 def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, dim: int = -1,
                         exactly_k: bool = True, max_iter: Optional[int] = None) -> torch.Tensor:
     """SparseMAP marginals over sequential k-subsets along ``dim`` (eq-sequential_ksubsets-map).
@@ -304,15 +318,7 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     --------
     hfy.reference.sequential_ksubsets, hfy.oracle.sequential_ksubsets, SequentialKSubsets
     """
-    z = check_scores(z, "z", dim)
-    n = z.shape[dim]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"`k` must be an int in [1, N={n}]; got {k!r}")
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError("`z` must be finite for sequential_ksubsets (a -inf mask would break the chain)")
-    w_val = float(transition.detach()) if isinstance(transition, torch.Tensor) else float(transition)
-    if math.isnan(w_val):
-        raise ValueError("`transition` must not be NaN")
+    z, n, w_val = _checked(z, k, transition, dim)
     max_iter = resolve_max_iter(max_iter, n)
     zl = move_to_last(z, dim)
     if zl.numel() == 0:  # an empty batch
@@ -341,9 +347,15 @@ class SequentialKSubsets(SparseMAP):
         self.k, self.transition, self.exactly_k = k, float(transition), bool(exactly_k)
         w = 0.0 if math.isinf(self.transition) else self.transition
         super().__init__(_oracle(k, self.transition, self.exactly_k), w, None, max_iter)
+        if not math.isinf(self.transition):
+            self.warm_start = _start(k, self.transition, self.exactly_k)
 
     def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
         return sequential_ksubsets(theta, self.k, self.transition, dim, self.exactly_k, self.max_iter)
+
+    def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
+        _checked(theta, self.k, self.transition, dim)
+        return super()._predict_for_conjugate(theta, dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)

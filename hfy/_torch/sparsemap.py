@@ -373,6 +373,8 @@ class SparseMAP(Regularizer):
 
     margin = math.inf
     simplex = False
+    #: A warm start for the active set (see :func:`active_set`), for subclasses that have one.
+    warm_start: Optional[WarmStart] = None
 
     def __init__(self, map_oracle: BatchedMapOracle, w: float = 0.0, reference_point: Optional[torch.Tensor] = None,
                  max_iter: Optional[int] = None):
@@ -392,15 +394,18 @@ class SparseMAP(Regularizer):
     def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
         return 0.5 * (mu * mu).sum(dim)
 
-    def conjugate(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖², with the Danskin gradient μ."""
-        value = super().conjugate(theta, dim)
+    def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
+        """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² (gradient μ) adds the expected bonus w Σ_s π_s b_s to
+        ⟨θ, μ⟩ − ½‖μ‖²: one active-set solve gives μ and the mixture π."""
         if self.w == 0.0:
-            return value
-        flat, shape = self._flat(theta.detach(), dim)
-        sol = active_set(flat, self.map_oracle, self.w, self.max_iter)
+            return super()._predict_for_conjugate(theta, dim)
+        flat, shape = self._flat(theta, dim)
+        if flat.shape[0] == 0:  # an empty batch
+            return super()._predict_for_conjugate(theta, dim)
+        sol = active_set(flat, self.map_oracle, self.w, self.max_iter, start=self.warm_start)
+        mu = sol.mu.to(theta.dtype).reshape(shape).movedim(-1, dim)
         bonus = (sol.weights * sol.features).sum(-1).reshape(shape[:-1])
-        return value + self.w * bonus.to(value.dtype)
+        return mu, self.w * bonus.to(theta.dtype)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         if self._reference is None:
