@@ -14,7 +14,9 @@ iterations, and rows leave the batch as they converge.
 
 The backward pass is the active-set Jacobian (eq-sparsemap-jacobian)
 ∂μ/∂θ = Aᵀ M A and ∂μ/∂w = Aᵀ M b, with M the top-left block of
-[[AAᵀ, 1], [1ᵀ, 0]]⁻¹ (= Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁻¹, when AAᵀ is invertible).
+[[AAᵀ, 1], [1ᵀ, 0]]⁻¹ (= Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁻¹, when AAᵀ is invertible),
+applied to a vector by Cholesky solves on the lifted Gram matrix (see
+:func:`_jacobian_product`).
 """
 
 from __future__ import annotations
@@ -60,17 +62,6 @@ class ActiveSets:
     n_iter: int
 
 
-def _kkt_matrix(G: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """K = [[G, 1], [1ᵀ, 0]] on the valid slots of every row (identity on the invalid ones); G = AAᵀ."""
-    b, s, _ = G.shape
-    vf = valid.to(G.dtype)
-    K = torch.zeros(b, s + 1, s + 1, dtype=G.dtype, device=G.device)
-    K[:, :s, :s] = G * (vf.unsqueeze(-1) * vf.unsqueeze(-2)) + torch.diag_embed(1.0 - vf)
-    K[:, :s, s] = vf
-    K[:, s, :s] = vf
-    return K
-
-
 # --- the equality-constrained QP on an active set ------------------------------------------------------
 #
 # On an active set with Gram matrix G = AAᵀ and scores c the QP is the bordered system
@@ -94,6 +85,12 @@ def _release(M: torch.Tensor, gone: torch.Tensor) -> torch.Tensor:
     """M with the slots ``gone`` (0/1 floats, (B, S)) reset to the identity (their structures left)."""
     keep = 1.0 - gone
     return M * keep.unsqueeze(-1) * keep.unsqueeze(-2) + torch.diag_embed(gone)
+
+
+def _lifted_gram(A: torch.Tensor, vf: torch.Tensor) -> torch.Tensor:
+    """M = AAᵀ + 11ᵀ on the active slots ``vf`` (0/1, (B, S)) of the structures ``A`` (B, S, N), the identity
+    on the others."""
+    return _release((A @ A.transpose(1, 2) + 1.0) * vf.unsqueeze(-1) * vf.unsqueeze(-2), 1.0 - vf)
 
 
 #: Structures an active-set iteration may drop per row before the oracle is called (see :func:`_active_set`).
@@ -210,7 +207,7 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
             A, feats, pi = A.new_zeros((batch, 1, A.shape[2])), feats.new_zeros((batch, 1)), pi.new_zeros((batch, 1))
     valid = pi > 0
     vf = valid.to(dtype)
-    M = _release((A @ A.transpose(1, 2) + 1.0) * vf.unsqueeze(-1) * vf.unsqueeze(-2), 1.0 - vf)
+    M = _lifted_gram(A, vf)
     if start is not None:  # a row without a usable start (no weight, or dependent structures) starts from its MAP
         redo = ~valid.any(-1) | (torch.linalg.cholesky_ex(M).info != 0)
         if bool(redo.any()):
@@ -219,8 +216,7 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
             A[redo, 0], feats[redo, 0], pi[redo, 0] = a0.to(dtype), b0.to(dtype), 1.0
             valid = pi > 0
             vf = valid.to(dtype)
-            M[redo] = _release((A[redo] @ A[redo].transpose(1, 2) + 1.0) * vf[redo].unsqueeze(-1)
-                               * vf[redo].unsqueeze(-2), 1.0 - vf[redo])
+            M[redo] = _lifted_gram(A[redo], vf[redo])
     spare = torch.empty_like(A)  # the rows still being solved are copied back and forth between A and spare
     pi = pi / pi.sum(-1, keepdim=True)
     c = ((A @ theta.unsqueeze(-1)).squeeze(-1) + w * feats) * vf
@@ -293,19 +289,21 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
                        "(a row needs a few iterations per fractional marginal)")
 
 
-def _jacobian_core(A: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """M, the top-left block of [[AAᵀ, 1], [1ᵀ, 0]]⁻¹ over the valid slots (eq-sparsemap-jacobian).
+def _jacobian_product(A: torch.Tensor, valid: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """P top, with P the top-left block of [[AAᵀ, 1], [1ᵀ, 0]]⁻¹ over the valid slots (eq-sparsemap-jacobian).
 
-    When AAᵀ is invertible M = Z − Z11ᵀZ/(1ᵀZ1) with Z = (AAᵀ)⁻¹; the bordered form
-    also covers active structures of different sizes (e.g. the empty structure of
-    an "at most k" budget), for which AAᵀ alone is singular.
+    ``top`` is (B, S, m).  On the lifted Gram matrix M = AAᵀ + 11ᵀ of the active structures (positive
+    definite, since they are affinely independent; the identity on the unused slots, as in the solver),
+    the bordered system with right-hand side [top; 0] has the same solution: with p = M⁻¹top and
+    q = M⁻¹1, P top = p − q (1ᵀp)/(1ᵀq).  When AAᵀ is invertible this is Z − Z11ᵀZ/(1ᵀZ1) with Z = (AAᵀ)⁻¹;
+    the bordered form also covers structures of different sizes (e.g. the empty structure of an
+    "at most k" budget), for which AAᵀ alone is singular.
     """
     vf = valid.to(A.dtype)
-    Av = A * vf.unsqueeze(-1)
-    K = _kkt_matrix(Av @ Av.transpose(1, 2), valid)
-    s = A.shape[1]
-    M = torch.linalg.pinv(K)[:, :s, :s]
-    return M * (vf.unsqueeze(-1) * vf.unsqueeze(-2))
+    L = torch.linalg.cholesky(_lifted_gram(A, vf))
+    p = torch.cholesky_solve(top * vf.unsqueeze(-1), L)
+    q = torch.cholesky_solve(vf.unsqueeze(-1), L)
+    return p - q * (p.sum(1, keepdim=True) / q.sum(1, keepdim=True))
 
 
 class _SparseMAPFunction(torch.autograd.Function):
@@ -319,9 +317,8 @@ class _SparseMAPFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         A, valid, feats = ctx.saved_tensors
-        M = _jacobian_core(A, valid)
         ag = (A @ grad.to(A.dtype).unsqueeze(-1))  # (B, S, 1)
-        mag = M @ ag
+        mag = _jacobian_product(A, valid, ag)
         g_theta = (A.transpose(1, 2) @ mag).squeeze(-1).to(ctx.dtypes[0])
         g_w = None
         if ctx.needs_input_grad[1]:
