@@ -54,6 +54,16 @@ def finite_scores(min_n=1, max_n=10, bound=10.0):
     )
 
 
+@pytest.fixture(params=["sorted", "newton"])
+def sparsemax_path(request, monkeypatch):
+    """The test runs twice: every batch sorted, and every batch through the Newton iteration, whatever its
+    size (see ``SPARSEMAX_SORT_SIZE``)."""
+    from hfy._torch import entmax as fast
+
+    monkeypatch.setattr(fast, "SPARSEMAX_SORT_SIZE", 10**18 if request.param == "sorted" else -1)
+    return request.param
+
+
 # --- the triangle ----------------------------------------------------------------------------------------
 
 
@@ -62,6 +72,7 @@ def test_oracle_agrees_with_reference(name, z):
     np.testing.assert_allclose(oracle.sparsemax(z), ref.sparsemax(z), rtol=0, atol=ORACLE_ATOL)
 
 
+@pytest.mark.usefixtures("sparsemax_path")
 @pytest.mark.parametrize("shape,dim,scale", LAYOUTS)
 def test_reference_agrees_with_torch_float64(shape, dim, scale):
     z = random_scores(shape, scale, seed=len(shape) * 10 + dim)
@@ -69,6 +80,7 @@ def test_reference_agrees_with_torch_float64(shape, dim, scale):
     np.testing.assert_allclose(out.numpy(), ref.sparsemax(z, dim), rtol=0, atol=REFERENCE_ATOL)
 
 
+@pytest.mark.usefixtures("sparsemax_path")
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
 def test_low_precision_agrees_with_float64(dtype, scale):
@@ -112,12 +124,14 @@ def test_threshold_closed_form_by_top_k_sums():
 # --- derivatives -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("sparsemax_path")
 def test_gradcheck_and_gradgradcheck():
     z = torch.from_numpy(random_scores((4, 7), 1.0, seed=5)).requires_grad_()
     assert torch.autograd.gradcheck(hfy.sparsemax, (z,), **GRADCHECK)
     assert torch.autograd.gradgradcheck(hfy.sparsemax, (z,), **GRADCHECK)
 
 
+@pytest.mark.usefixtures("sparsemax_path")
 def test_gradcheck_along_dim_0_and_3d():
     z = torch.from_numpy(random_scores((5, 2, 3), 1.0, seed=8)).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: hfy.sparsemax(x, dim=0), (z,), **GRADCHECK)
@@ -191,3 +205,26 @@ def test_one_hot_iff_gap_at_least_one(theta, extra):
     theta[0] = rest.max() + 1.0 * (1 - 1e-6)
     assert hfy.sparsemax(torch.from_numpy(theta)).numpy()[0] < 1.0
     assert ref.sparsemax(theta)[0] < 1.0
+
+
+@pytest.mark.usefixtures("sparsemax_path")
+@pytest.mark.parametrize("dtype", [torch.float64, *LOW_PRECISION], ids=str)
+def test_adversarial_rows_on_both_paths(dtype):
+    """Ties, masks, an all-masked row, huge and tiny scales and offsets, in one batch and row by row: both the
+    sorted path and the Newton iteration agree with the reference (an all-masked row gives zeros)."""
+    for name, z in adversarial_scores():
+        zt = torch.from_numpy(z).to(dtype)
+        if not bool(torch.isfinite(zt[torch.isfinite(torch.from_numpy(z))]).all()):
+            continue  # not representable in this dtype
+        out = hfy.sparsemax(zt)
+        assert not torch.isnan(out).any(), name
+        expected = ref.sparsemax(zt.double().numpy())
+        assert np.abs(out.double().numpy() - expected).max() <= dtype_atol(dtype), name
+    batch = torch.from_numpy(random_scores((6, 9), 2.0, seed=3)).to(dtype)
+    batch[1] = -float("inf")
+    batch[2, ::2] = -float("inf")
+    out = hfy.sparsemax(batch)
+    assert (out[1] == 0).all() and (out[2, ::2] == 0).all()
+    keep = [0, 2, 3, 4, 5]
+    expected = ref.sparsemax(batch[keep].double().numpy())
+    assert np.abs(out[keep].double().numpy() - expected).max() <= dtype_atol(dtype)

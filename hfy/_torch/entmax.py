@@ -78,10 +78,34 @@ def anchored_entmax(shifted: torch.Tensor, eps, t: torch.Tensor) -> torch.Tensor
     return out / out.sum(-1, keepdim=True)
 
 
+#: Sparsemax batches of at most this many scores are sorted (:func:`_sparsemax_sorted`): there a sort and a
+#: few operations cost less than the Newton iteration's many small ones (measured on 2 CPU cores: 5 to 9 times
+#: less up to 4k scores, 1.2 to 1.4 times less at 16k, about the same at 32k to 64k).
+SPARSEMAX_SORT_SIZE = 16384
+
+
+def _sparsemax_sorted(shifted: torch.Tensor) -> torch.Tensor:
+    """Sparsemax of rows with maximum 0 (last axis) by sorting (eq-sparsemax-threshold).
+
+    With the scores sorted in decreasing order and S_j the sum of the first j, the support holds the
+    first K entries, K the largest j with 1 + j x_(j) > S_j, and τ = (S_K − 1)/K.  Masked entries
+    (−inf) fail the test; an all-masked row gets K = 1 and NaN, which the caller masks.
+    """
+    ordered = shifted.sort(dim=-1, descending=True).values
+    sums = ordered.cumsum(dim=-1)
+    j = torch.arange(1, shifted.shape[-1] + 1, dtype=shifted.dtype, device=shifted.device)
+    size = (1.0 + j * ordered > sums).sum(dim=-1, keepdim=True).clamp_min(1)
+    tau = (sums.gather(-1, size - 1) - 1.0) / size.to(shifted.dtype)
+    return (shifted - tau).clamp_(min=0.0)
+
+
 def _entmax_forward(z: torch.Tensor, eps, max_iter: int, ensure_sum_one: bool) -> torch.Tensor:
     """Entmax along the last axis in the compute dtype; ``eps`` = α − 1 (float or (..., 1) tensor)."""
     x = z.to(compute_dtype(z.dtype))
     shifted, _, dead = shift_rows(x)
+    if not isinstance(eps, torch.Tensor) and eps == 1.0 and x.numel() <= SPARSEMAX_SORT_SIZE:
+        p = _sparsemax_sorted(shifted)
+        return (p if dead is None else p.masked_fill(dead, 0.0)).to(z.dtype)
     r = (1.0 / eps) if not isinstance(eps, torch.Tensor) else 0.0
     t, p, _, converged = solve_power_root(shifted, eps, r, softmax_limit=True, max_iter=max_iter)
     big = (eps > 1.0) if not isinstance(eps, torch.Tensor) else bool((eps > 1.0).any())
