@@ -388,3 +388,55 @@ def test_threshold_conditions(alpha, theta):
     tau = z[on] - p[on] ** (alpha - 1.0)
     assert tau.max() - tau.min() <= PROPERTY_ATOL * (1 + np.abs(z).max())
     assert np.all(z[~on] <= tau.max() + PROPERTY_ATOL * (1 + np.abs(z).max()))
+
+
+# --- small batches: sparsemax and 1.5-entmax sorted, or through the Newton iteration --------------------------
+
+
+@pytest.fixture(params=["sorted", "newton"])
+def small_batch_path(request, monkeypatch):
+    """The test runs twice: every batch of sparsemax and 1.5-entmax sorted, and every batch through the
+    Newton iteration (see ``SPARSEMAX_SORT_SIZE`` and ``ENTMAX15_SORT_SIZE``)."""
+    from hfy._torch import entmax as fast
+
+    size = 10**18 if request.param == "sorted" else -1
+    monkeypatch.setattr(fast, "SPARSEMAX_SORT_SIZE", size)
+    monkeypatch.setattr(fast, "ENTMAX15_SORT_SIZE", size)
+    return request.param
+
+
+@pytest.mark.usefixtures("small_batch_path")
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float64, *LOW_PRECISION], ids=str)
+def test_small_batch_paths_agree_with_reference(alpha, dtype):
+    """Random layouts, adversarial rows (ties, masks, huge and tiny scales, offsets) and an all-masked row,
+    on both paths; leads of exactly the margin give exact zeros."""
+    for shape, dim, scale in [((7, 40), -1, 1.0), ((5, 6, 30), 1, 3.0), ((64, 64), -1, 0.3)]:
+        z = random_scores(shape, scale, seed=len(shape))
+        zt = torch.from_numpy(z).to(dtype)
+        out = hfy.entmax(zt, alpha, dim=dim)
+        assert out.dtype == dtype
+        expected = ref.entmax(zt.double().numpy(), alpha, dim)
+        assert np.abs(out.double().numpy() - expected).max() <= dtype_atol(dtype)
+    for name, z in adversarial_scores():
+        zt = torch.from_numpy(z).to(dtype)
+        if not bool(torch.isfinite(zt[torch.isfinite(torch.from_numpy(z))]).all()):
+            continue  # not representable in this dtype
+        out = hfy.entmax(zt, alpha)
+        assert not torch.isnan(out).any(), name
+        assert np.abs(out.double().numpy() - ref.entmax(zt.double().numpy(), alpha)).max() <= dtype_atol(dtype), name
+    batch = torch.from_numpy(random_scores((5, 9), 2.0, seed=3)).to(dtype)
+    batch[1] = -math.inf
+    batch[3] = torch.tensor([1.0 / (alpha - 1.0), 0, 0, 0, 0, 0, 0, 0, -math.inf], dtype=dtype)  # lead = margin
+    out = hfy.entmax(batch, alpha)
+    assert (out[1] == 0).all()
+    np.testing.assert_array_equal(out[3].double().numpy(), np.eye(9)[0])
+    keep = [0, 2, 3, 4]
+    assert np.abs(out[keep].double().numpy() - ref.entmax(batch[keep].double().numpy(), alpha)).max() <= dtype_atol(dtype)
+
+
+@pytest.mark.usefixtures("small_batch_path")
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_small_batch_paths_gradcheck(alpha):
+    z = torch.from_numpy(random_scores((3, 7), 1.0, seed=4)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: hfy.entmax(t, alpha), (z,), **GRADCHECK)

@@ -99,12 +99,47 @@ def _sparsemax_sorted(shifted: torch.Tensor) -> torch.Tensor:
     return (shifted - tau).clamp_(min=0.0)
 
 
+#: 1.5-entmax batches of at most this many scores are sorted (:func:`_entmax15_sorted`, in float64): 2.5 to 4.5
+#: times less time up to 4k scores on 2 CPU cores, the same at 16k, twice as much at 32k.
+ENTMAX15_SORT_SIZE = 8192
+
+
+def _entmax15_sorted(shifted: torch.Tensor) -> torch.Tensor:
+    """1.5-entmax of rows with maximum 0 (last axis) by sorting, in float64 (eq-entmax-15-sort).
+
+    p = [x/2 − τ]²₊ with Σ p = 1.  With y = x/2 sorted in decreasing order, the threshold of a support of
+    the first j entries solves Σ_{i<=j} (y_(i) − τ)² = 1: τ_j = m_j − √((1 − j(q_j − m_j²))/j) from the
+    means m_j of y and q_j of y²; the support is the longest prefix with τ_j <= y_(j).  Masked entries
+    (−inf) give NaN means and fail the test; an all-masked row gives NaN, which the caller masks.
+    The output is renormalised (float64 rounding).
+    """
+    y = shifted.to(torch.float64) * 0.5
+    ordered = y.sort(dim=-1, descending=True).values
+    j = torch.arange(1, y.shape[-1] + 1, dtype=y.dtype, device=y.device)
+    mean = ordered.cumsum(dim=-1) / j
+    mean_sq = (ordered * ordered).cumsum(dim=-1) / j
+    tau = mean - ((1.0 - j * (mean_sq - mean * mean)) / j).clamp_min(0.0).sqrt()
+    size = (tau <= ordered).sum(dim=-1, keepdim=True).clamp_min(1)
+    t = tau.gather(-1, size - 1)
+    # scores tied with the threshold (a lead of exactly the margin) are in the prefix with τ_j = τ, up to
+    # rounding: below it, y − τ counts as 0, so that those outputs are exactly 0
+    gap = y - t
+    p = torch.where(gap > 16 * torch.finfo(y.dtype).eps * (1.0 + t.abs()), gap, 0.0).square()
+    return (p / p.sum(dim=-1, keepdim=True)).to(shifted.dtype)
+
+
 def _entmax_forward(z: torch.Tensor, eps, max_iter: int, ensure_sum_one: bool) -> torch.Tensor:
     """Entmax along the last axis in the compute dtype; ``eps`` = α − 1 (float or (..., 1) tensor)."""
     x = z.to(compute_dtype(z.dtype))
     shifted, _, dead = shift_rows(x)
-    if not isinstance(eps, torch.Tensor) and eps == 1.0 and x.numel() <= SPARSEMAX_SORT_SIZE:
-        p = _sparsemax_sorted(shifted)
+    sort = None
+    if not isinstance(eps, torch.Tensor):
+        if eps == 1.0 and x.numel() <= SPARSEMAX_SORT_SIZE:
+            sort = _sparsemax_sorted
+        elif eps == 0.5 and x.numel() <= ENTMAX15_SORT_SIZE:
+            sort = _entmax15_sorted
+    if sort is not None:  # a small batch
+        p = sort(shifted)
         return (p if dead is None else p.masked_fill(dead, 0.0)).to(z.dtype)
     r = (1.0 / eps) if not isinstance(eps, torch.Tensor) else 0.0
     t, p, _, converged = solve_power_root(shifted, eps, r, softmax_limit=True, max_iter=max_iter)
