@@ -219,7 +219,7 @@ def bench_structured(reps: int = 5, seed: int = 0, seq_rows_reference: int = 8, 
     """Side-by-side timings of the structured maps against their peers.
 
     * ``ksubsets`` vs the ``entmax`` package's ``budget_bisect`` (B = 1024, N = 1024, k = 4, forward + backward);
-    * batched ``sequential_ksubsets`` (B = 256, N = 128, ``transition`` 0.01) vs the numpy reference looped over
+    * batched ``sequential_ksubsets`` (B = 256, N = 128, ``transition`` w, default 0.01) vs the numpy reference looped over
       examples and vs cvxpy (the flow-polytope oracle, sparse incidence matrices).  The looped baselines
       are timed on the first ``seq_rows_reference`` / ``seq_rows_cvxpy`` rows and scaled to the batch (their
       cost is linear in the number of rows), cvxpy after one untimed solve (the first call pays one-time

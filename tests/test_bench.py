@@ -15,7 +15,8 @@ def test_structured_suite_runs_at_another_bonus_without_targets():
     assert row["target"] is None and row["ours_ms"] > 0 and row["peer_ms"] > 0
     assert float(re.search(r"max abs\(hfy − ref\) (\S+)", row["note"]).group(1)) <= 1e-8
     table = bench.format_structured_table(rows)
-    assert "| sequential_ksubsets k=2, 256×128, w=1 |" in table and "| – |" in table
+    (line,) = [line for line in table.splitlines() if line.startswith("| sequential_ksubsets k=2, 256×128, w=1 |")]
+    assert "| – |" in line
 
 
 def test_structured_command_line_passes_the_bonus(monkeypatch, capsys):

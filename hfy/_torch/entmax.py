@@ -1,7 +1,8 @@
 """α-entmax and the Tsallis regulariser (torch fast path).
 
 The forward pass solves the threshold equation (eq-entmax-power-root) with the
-safeguarded Newton iteration of :mod:`hfy._torch._core`; the backward pass is
+safeguarded Newton iteration of :mod:`hfy._torch._core` (small batches of
+sparsemax and 1.5-entmax are sorted instead); the backward pass is
 the closed-form vector-Jacobian product (eq-entmax-jacobian)
 
     ∂L/∂θ = s ⊙ g − s (sᵀg)/(1ᵀs),     s_i = p_i^(2−α) on the support,
@@ -105,26 +106,27 @@ ENTMAX15_SORT_SIZE = 8192
 
 
 def _entmax15_sorted(shifted: torch.Tensor) -> torch.Tensor:
-    """1.5-entmax of rows with maximum 0 (last axis) by sorting, in float64 (eq-entmax-15-sort).
+    """1.5-entmax of rows with maximum 0 (last axis) by sorting, in float64 where the device has it (eq-entmax-15-sort).
 
     p = [x/2 − τ]²₊ with Σ p = 1.  With y = x/2 sorted in decreasing order, the threshold of a support of
     the first j entries solves Σ_{i<=j} (y_(i) − τ)² = 1: τ_j = m_j − √((1 − j(q_j − m_j²))/j) from the
-    means m_j of y and q_j of y²; the support is the longest prefix with τ_j <= y_(j).  Masked entries
-    (−inf) give NaN means and fail the test; an all-masked row gives NaN, which the caller masks.
-    The output is renormalised (float64 rounding).
+    means m_j of y and q_j of y²; τ is τ_j for the largest j with τ_j < y_(j), by a few ulps (as in the
+    reference).  Masked entries (−inf) give NaN means and fail the test; an all-masked row gives NaN, which
+    the caller masks.  The output is renormalised (float64 rounding).
     """
-    y = shifted.to(torch.float64) * 0.5
+    wide = torch.float64 if shifted.device.type != "mps" else shifted.dtype  # (MPS has no float64)
+    y = shifted.to(wide) * 0.5
     ordered = y.sort(dim=-1, descending=True).values
     j = torch.arange(1, y.shape[-1] + 1, dtype=y.dtype, device=y.device)
     mean = ordered.cumsum(dim=-1) / j
     mean_sq = (ordered * ordered).cumsum(dim=-1) / j
     tau = mean - ((1.0 - j * (mean_sq - mean * mean)) / j).clamp_min(0.0).sqrt()
-    size = (tau <= ordered).sum(dim=-1, keepdim=True).clamp_min(1)
-    t = tau.gather(-1, size - 1)
-    # scores tied with the threshold (a lead of exactly the margin) are in the prefix with τ_j = τ, up to
-    # rounding: below it, y − τ counts as 0, so that those outputs are exactly 0
-    gap = y - t
-    p = torch.where(gap > 16 * torch.finfo(y.dtype).eps * (1.0 + t.abs()), gap, 0.0).square()
+    # the largest j with τ_j below y_(j) by more than a few ulps: a score tied with the threshold (a lead of
+    # exactly the margin) gets no mass, where rounding could give it some
+    mag = ordered.abs()
+    ulp = torch.nextafter(mag, torch.full_like(mag, math.inf)) - mag
+    size = ((tau < ordered - 4.0 * ulp) * j).amax(dim=-1, keepdim=True).clamp_min(1).long()
+    p = (y - tau.gather(-1, size - 1)).clamp_min(0.0).square()
     return (p / p.sum(dim=-1, keepdim=True)).to(shifted.dtype)
 
 
@@ -133,7 +135,9 @@ def _entmax_forward(z: torch.Tensor, eps, max_iter: int, ensure_sum_one: bool) -
     x = z.to(compute_dtype(z.dtype))
     shifted, _, dead = shift_rows(x)
     sort = None
-    if not isinstance(eps, torch.Tensor):
+    # (the bisection-compatible entry points, with their own iteration count or no renormalisation, keep the
+    # iteration: ``n_iter`` and ``ensure_sum_one`` are theirs to honour)
+    if not isinstance(eps, torch.Tensor) and max_iter == MAX_ITER and ensure_sum_one:
         if eps == 1.0 and x.numel() <= SPARSEMAX_SORT_SIZE:
             sort = _sparsemax_sorted
         elif eps == 0.5 and x.numel() <= ENTMAX15_SORT_SIZE:
@@ -330,7 +334,8 @@ def sparsemax(z: torch.Tensor, dim: int = -1, k: Optional[int] = None) -> torch.
     """Sparsemax along ``dim``: the Euclidean projection onto the simplex (eq-sparsemax-map).
 
     The support is found by Newton's method on the threshold, which for
-    sparsemax is Michelot's finite algorithm: the result is exact.  ``k`` is
+    sparsemax is Michelot's finite algorithm (small batches, of at most
+    ``SPARSEMAX_SORT_SIZE`` scores, are sorted): the result is exact.  ``k`` is
     accepted for compatibility with ``entmax.sparsemax`` (a partial-sort hint
     there) and is not needed here; it must be ``None`` or a positive int.
 

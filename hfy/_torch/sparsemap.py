@@ -13,10 +13,10 @@ Cholesky solve.  No Python loop runs over the rows: only over active-set
 iterations, and rows leave the batch as they converge.
 
 The backward pass is the active-set Jacobian (eq-sparsemap-jacobian)
-∂μ/∂θ = Aᵀ M A and ∂μ/∂w = Aᵀ M b, with M the top-left block of
-[[AAᵀ, 1], [1ᵀ, 0]]⁻¹ (= Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁻¹, when AAᵀ is invertible),
-applied to a vector by Cholesky solves on the lifted Gram matrix (see
-:func:`_jacobian_product`).
+∂μ/∂θ = Aᵀ P A and ∂μ/∂w = Aᵀ P b, with P the top-left block of
+[[AAᵀ, 1], [1ᵀ, 0]]⁻¹ (= Z − Z11ᵀZ/(1ᵀZ1), Z = (AAᵀ)⁻¹, when AAᵀ is invertible;
+the chapter calls it M), applied to a vector by Cholesky solves on the lifted
+Gram matrix M = AAᵀ + 11ᵀ (see :func:`_jacobian_product`).
 """
 
 from __future__ import annotations
@@ -72,13 +72,21 @@ class ActiveSets:
 # solve.  M⁻¹ leaves the unused slots at zero, so they need no masking.
 
 
+def _bordered_solve(L: torch.Tensor, top: torch.Tensor, vf: torch.Tensor, last: float):
+    """(x, τ) with [[G, 1], [1ᵀ, 0]] [x; τ] = [top; last] on the active slots ``vf`` (0/1, (B, S)) for the
+    columns of ``top`` (B, S, m), from the Cholesky factor ``L`` of M = G + 11ᵀ.  On 1ᵀx = last the system
+    reads M x = top + (last − τ) 1, so with p = M⁻¹top and q = M⁻¹1, x = p + α q where α = last − τ makes
+    1ᵀx = last.  Returns x (B, S, m) and τ (B, m)."""
+    pq = torch.cholesky_solve(torch.cat([top * vf.unsqueeze(-1), vf.unsqueeze(-1)], dim=-1), L)
+    sums = pq.sum(1, keepdim=True)
+    alpha = (last - sums[..., :-1]) / sums[..., -1:]
+    return torch.addcmul(pq[..., :-1], alpha, pq[..., -1:]), (last - alpha).squeeze(1)
+
+
 def _solve(L: torch.Tensor, top: torch.Tensor, vf: torch.Tensor):
-    """(x, τ) with [[G, 1], [1ᵀ, 0]] [x; τ] = [top; 1] on the active slots ``vf`` (0/1), from the Cholesky
-    factor ``L`` of M: with p = M⁻¹top and q = M⁻¹1, x = p + α q where α = 1 − τ makes 1ᵀx = 1."""
-    pq = torch.cholesky_solve(torch.stack([top * vf, vf], dim=-1), L)
-    sums = pq.sum(1)
-    alpha = (1.0 - sums[:, 0]) / sums[:, 1]
-    return torch.addcmul(pq[..., 0], alpha.unsqueeze(-1), pq[..., 1]), 1.0 - alpha
+    """(x, τ) with [[G, 1], [1ᵀ, 0]] [x; τ] = [top; 1] for ``top`` (B, S): the QP on the active set."""
+    x, tau = _bordered_solve(L, top.unsqueeze(-1), vf, 1.0)
+    return x.squeeze(-1), tau.squeeze(-1)
 
 
 def _release(M: torch.Tensor, gone: torch.Tensor) -> torch.Tensor:
@@ -292,18 +300,15 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
 def _jacobian_product(A: torch.Tensor, valid: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """P top, with P the top-left block of [[AAᵀ, 1], [1ᵀ, 0]]⁻¹ over the valid slots (eq-sparsemap-jacobian).
 
-    ``top`` is (B, S, m).  On the lifted Gram matrix M = AAᵀ + 11ᵀ of the active structures (positive
-    definite, since they are affinely independent; the identity on the unused slots, as in the solver),
-    the bordered system with right-hand side [top; 0] has the same solution: with p = M⁻¹top and
-    q = M⁻¹1, P top = p − q (1ᵀp)/(1ᵀq).  When AAᵀ is invertible this is Z − Z11ᵀZ/(1ᵀZ1) with Z = (AAᵀ)⁻¹;
+    ``top`` is (B, S, m): the bordered system with right-hand side [top; 0], solved on the lifted Gram
+    matrix M = AAᵀ + 11ᵀ of the active structures (positive definite, since they are affinely
+    independent; the identity on the unused slots, as in the solver): P top = p − q (1ᵀp)/(1ᵀq) with
+    p = M⁻¹top and q = M⁻¹1 (:func:`_bordered_solve`).  When AAᵀ is invertible this is Z − Z11ᵀZ/(1ᵀZ1) with Z = (AAᵀ)⁻¹;
     the bordered form also covers structures of different sizes (e.g. the empty structure of an
     "at most k" budget), for which AAᵀ alone is singular.
     """
     vf = valid.to(A.dtype)
-    L = torch.linalg.cholesky(_lifted_gram(A, vf))
-    p = torch.cholesky_solve(top * vf.unsqueeze(-1), L)
-    q = torch.cholesky_solve(vf.unsqueeze(-1), L)
-    return p - q * (p.sum(1, keepdim=True) / q.sum(1, keepdim=True))
+    return _bordered_solve(torch.linalg.cholesky(_lifted_gram(A, vf)), top, vf, 0.0)[0]
 
 
 class _SparseMAPFunction(torch.autograd.Function):
@@ -385,7 +390,7 @@ class SparseMAP(Regularizer):
 
     def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
         flat, shape = self._flat(theta, dim)
-        mu = sparsemap(flat, self.map_oracle, self.w, self.max_iter)
+        mu = sparsemap(flat, self.map_oracle, self.w, self.max_iter, start=self.warm_start)
         return mu.reshape(shape).movedim(-1, dim)
 
     def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
