@@ -7,6 +7,7 @@ while torch warms up).  Each property test sets its own ``max_examples``.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -17,3 +18,15 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("hfy")
+
+
+@pytest.fixture(params=["sorted", "newton"])
+def small_batch_path(request, monkeypatch):
+    """The test runs twice: every batch of sparsemax and 1.5-entmax sorted, and every batch through the
+    Newton iteration, whatever its size (see ``SPARSEMAX_SORT_SIZE`` and ``ENTMAX15_SORT_SIZE``)."""
+    from hfy._torch import entmax as fast
+
+    size = 10**18 if request.param == "sorted" else -1
+    monkeypatch.setattr(fast, "SPARSEMAX_SORT_SIZE", size)
+    monkeypatch.setattr(fast, "ENTMAX15_SORT_SIZE", size)
+    return request.param

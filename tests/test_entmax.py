@@ -390,19 +390,7 @@ def test_threshold_conditions(alpha, theta):
     assert np.all(z[~on] <= tau.max() + PROPERTY_ATOL * (1 + np.abs(z).max()))
 
 
-# --- small batches: sparsemax and 1.5-entmax sorted, or through the Newton iteration --------------------------
-
-
-@pytest.fixture(params=["sorted", "newton"])
-def small_batch_path(request, monkeypatch):
-    """The test runs twice: every batch of sparsemax and 1.5-entmax sorted, and every batch through the
-    Newton iteration (see ``SPARSEMAX_SORT_SIZE`` and ``ENTMAX15_SORT_SIZE``)."""
-    from hfy._torch import entmax as fast
-
-    size = 10**18 if request.param == "sorted" else -1
-    monkeypatch.setattr(fast, "SPARSEMAX_SORT_SIZE", size)
-    monkeypatch.setattr(fast, "ENTMAX15_SORT_SIZE", size)
-    return request.param
+# --- small batches: sparsemax and 1.5-entmax sorted, or through the Newton iteration (conftest) -------------
 
 
 @pytest.mark.usefixtures("small_batch_path")

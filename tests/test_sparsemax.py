@@ -54,16 +54,6 @@ def finite_scores(min_n=1, max_n=10, bound=10.0):
     )
 
 
-@pytest.fixture(params=["sorted", "newton"])
-def sparsemax_path(request, monkeypatch):
-    """The test runs twice: every batch sorted, and every batch through the Newton iteration, whatever its
-    size (see ``SPARSEMAX_SORT_SIZE``)."""
-    from hfy._torch import entmax as fast
-
-    monkeypatch.setattr(fast, "SPARSEMAX_SORT_SIZE", 10**18 if request.param == "sorted" else -1)
-    return request.param
-
-
 # --- the triangle ----------------------------------------------------------------------------------------
 
 
@@ -72,7 +62,7 @@ def test_oracle_agrees_with_reference(name, z):
     np.testing.assert_allclose(oracle.sparsemax(z), ref.sparsemax(z), rtol=0, atol=ORACLE_ATOL)
 
 
-@pytest.mark.usefixtures("sparsemax_path")
+@pytest.mark.usefixtures("small_batch_path")
 @pytest.mark.parametrize("shape,dim,scale", LAYOUTS)
 def test_reference_agrees_with_torch_float64(shape, dim, scale):
     z = random_scores(shape, scale, seed=len(shape) * 10 + dim)
@@ -80,7 +70,7 @@ def test_reference_agrees_with_torch_float64(shape, dim, scale):
     np.testing.assert_allclose(out.numpy(), ref.sparsemax(z, dim), rtol=0, atol=REFERENCE_ATOL)
 
 
-@pytest.mark.usefixtures("sparsemax_path")
+@pytest.mark.usefixtures("small_batch_path")
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
 def test_low_precision_agrees_with_float64(dtype, scale):
@@ -124,14 +114,14 @@ def test_threshold_closed_form_by_top_k_sums():
 # --- derivatives -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("sparsemax_path")
+@pytest.mark.usefixtures("small_batch_path")
 def test_gradcheck_and_gradgradcheck():
     z = torch.from_numpy(random_scores((4, 7), 1.0, seed=5)).requires_grad_()
     assert torch.autograd.gradcheck(hfy.sparsemax, (z,), **GRADCHECK)
     assert torch.autograd.gradgradcheck(hfy.sparsemax, (z,), **GRADCHECK)
 
 
-@pytest.mark.usefixtures("sparsemax_path")
+@pytest.mark.usefixtures("small_batch_path")
 def test_gradcheck_along_dim_0_and_3d():
     z = torch.from_numpy(random_scores((5, 2, 3), 1.0, seed=8)).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: hfy.sparsemax(x, dim=0), (z,), **GRADCHECK)
@@ -207,7 +197,7 @@ def test_one_hot_iff_gap_at_least_one(theta, extra):
     assert ref.sparsemax(theta)[0] < 1.0
 
 
-@pytest.mark.usefixtures("sparsemax_path")
+@pytest.mark.usefixtures("small_batch_path")
 @pytest.mark.parametrize("dtype", [torch.float64, *LOW_PRECISION], ids=str)
 def test_adversarial_rows_on_both_paths(dtype):
     """Ties, masks, an all-masked row, huge and tiny scales and offsets, in one batch and row by row: both the

@@ -292,11 +292,17 @@ UNIT_GROUP_SLOPES = 2
 UNIT_TAIL_ROWS = 64
 
 
+def finite_min(x: torch.Tensor, finite: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The smallest finite score of each row (last axis, keepdim); +inf for a row with none.
+    ``finite`` is ``torch.isfinite(x)`` when the caller has it."""
+    finite = torch.isfinite(x) if finite is None else finite
+    return torch.where(finite, x, math.inf).amin(-1, keepdim=True)
+
+
 def _finite_caps(x: torch.Tensor):
     """Scores with −inf replaced by a finite value below the row's other scores, and their caps (1; 0 if masked)."""
     finite = torch.isfinite(x)
-    low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True) - 1.0
-    return torch.where(finite, x, low), finite.to(x.dtype)
+    return torch.where(finite, x, finite_min(x, finite) - 1.0), finite.to(x.dtype)
 
 
 def _group_maxima(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -396,7 +402,7 @@ def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool)
     """
     s = _group_maxima(x, groups)
     if masked:
-        lo = torch.where(torch.isfinite(x), x, math.inf).amin(-1, keepdim=True) - 1.0
+        lo = finite_min(x) - 1.0
         s = torch.where(torch.isfinite(s), s, lo)
     else:
         lo = s.amin(-1, keepdim=True) - 1.0

@@ -23,7 +23,8 @@ from typing import Optional, Union
 
 import torch
 
-from ._core import capped_threshold, capped_threshold_unit, check_scores, compute_dtype, move_back, move_to_last
+from ._core import (capped_threshold, capped_threshold_unit, check_scores, compute_dtype, finite_min, move_back,
+                    move_to_last)
 from .fenchel_young import Regularizer
 
 IntLike = Union[int, torch.Tensor]
@@ -43,7 +44,7 @@ class _CappedProjection(torch.autograd.Function):
             u = upper.to(dtype).expand_as(x)
             if masked:
                 finite = torch.isfinite(x)
-                low = torch.where(finite, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)
+                low = finite_min(x, finite)
                 low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
                 x = torch.where(finite, x, low - 1.0)
                 u = torch.where(finite, u, torch.zeros_like(u))

@@ -340,7 +340,6 @@ def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: Op
     path of the solver, not the solution.  ``max_iter`` caps the active-set iterations (None:
     max(1000, 10N)); a row that needs more raises ``RuntimeError``.
     """
-    max_iter = resolve_max_iter(max_iter, theta.shape[-1])
     w_tensor = w if isinstance(w, torch.Tensor) else None
     w_value = float(w) if not isinstance(w, torch.Tensor) else float(w.detach())
     return _SparseMAPFunction.apply(theta, w_tensor, oracle, w_value, max_iter, start)
