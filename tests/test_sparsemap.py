@@ -336,6 +336,54 @@ def test_exact_association_retrieval_when_the_k_gap_is_at_least_one_over_beta(k,
     assert ((mu_near > 0) & (mu_near < 1)).any(-1).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("k", [2, 5])
+def test_sparse_update_with_wide_supports_matches_the_dense_update(k, dtype):
+    """More than 4 × 64 memories take the update's sparse path; rows of small scores (wide supports, where
+    every score of the subsample gets weight) go dense there.  Batches of such rows alone, and mixed with
+    narrow rows, give the dense update's result."""
+    X = torch.from_numpy(random_scores((300, 16), 1.0, 31)).to(dtype)
+    g = torch.Generator().manual_seed(k)
+    wide = 0.05 * torch.randn(40, 16, generator=g, dtype=torch.float64).to(dtype)
+    narrow = gap_scaled_queries(X.double(), k, 40, 1.0, 1.0, seed=k).to(dtype)
+    tol = REFERENCE_ATOL if dtype == torch.float64 else 1e-4
+    for q in (wide, wide[:1], torch.cat([wide, narrow])):
+        for beta in (0.1, 1.0):
+            fast = hfy.update(q, X, beta, hfy.KSubsets(k))
+            dense = hfy.update(q, X, beta, hfy.KSubsets(k), return_weights=True)[1] @ X
+            assert (fast - dense).abs().max().item() <= tol
+
+
+def test_update_with_constrained_sparsemax_on_many_memories():
+    """Constrained sparsemax caps belong to positions: the update never restricts it to the top scores, and
+    gives the dense result on more than 4 × 64 memories (it raised before)."""
+    X = torch.from_numpy(random_scores((300, 16), 1.0, 32))
+    q = torch.from_numpy(random_scores((5, 16), 1.0, 33))
+    upper = torch.from_numpy(np.random.default_rng(34).uniform(0.05, 0.35, 300))
+    omega = hfy.ConstrainedSparsemax(upper)
+    q1, p = hfy.update(q, X, 1.0, omega, return_weights=True)
+    np.testing.assert_allclose(hfy.update(q, X, 1.0, omega).numpy(), (p @ X).numpy(), rtol=0, atol=REFERENCE_ATOL)
+    assert (p <= upper + PROPERTY_ATOL).all()
+
+
+@pytest.mark.parametrize("layer", ["torch", "reference"])
+def test_certify_refuses_regularisers_off_the_simplex(layer):
+    """The single-memory certificate needs a map on the simplex: k-subsets output k units of mass and capped
+    sparsemax cannot reach a vertex with caps below 1, so neither may certify a memory as a fixed point
+    (with X = 3·I and k = 2 the update of x_0 is [3, .75, .75, .75, .75], not x_0)."""
+    X = 3.0 * np.eye(5)
+    assert not np.allclose(hfy.update(torch.from_numpy(X[:1]), torch.from_numpy(X), 1.0, hfy.KSubsets(2)).numpy(), X[:1])
+    if layer == "torch":
+        certify, Xl = hfy.certify, torch.from_numpy(X)
+        regs = [hfy.KSubsets(2), hfy.ConstrainedSparsemax(torch.full((5,), 0.5, dtype=torch.float64))]
+    else:
+        certify, Xl = ref.certify, X
+        regs = [ref.KSubsets(2), ref.ConstrainedSparsemax(np.full(5, 0.5))]
+    for omega in regs:
+        with pytest.raises(ValueError, match="omega"):
+            certify(Xl, 1.0, omega)
+
+
 def test_windows_association_retrieval():
     """k = 2, w = inf: the update returns x_i + x_{i+1} exactly when pair {i, i+1} beats every overlapping pair
     by >= 1 and every disjoint pair by >= 2 (in βXq), and is fractional otherwise."""

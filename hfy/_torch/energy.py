@@ -218,6 +218,8 @@ def _large_support(theta: torch.Tensor, top: torch.Tensor, omega: Regularizer, X
     subset = torch.cat([top, sub], dim=-1)
     bound = torch.where(omega.predict(subset) == 0, subset, neg).amax(-1, keepdim=True)
     unbounded = torch.isinf(bound)  # the whole subset has weight: such rows go dense, with no candidates
+    if bool(unbounded.all()):
+        return omega.predict(theta) @ X
     cand_rows, cand_cols = torch.nonzero(theta > bound.masked_fill(unbounded, math.inf), as_tuple=True)
     counts = torch.bincount(cand_rows, minlength=rows)
     width = int(counts.max()) if cand_rows.numel() else 0
@@ -225,6 +227,10 @@ def _large_support(theta: torch.Tensor, top: torch.Tensor, omega: Regularizer, X
     block = torch.full((rows, width + 1), -math.inf, dtype=theta.dtype, device=theta.device)
     block[cand_rows, slot] = theta[cand_rows, cand_cols]
     block[:, width] = bound.masked_fill(unbounded, 0.0).squeeze(-1)
+    # the blocks of unbounded rows are placeholders (their weights are not used): finite scores, so that a
+    # map that needs several unmasked scores (k-subsets) accepts them; the bounded rows have at least
+    # as many candidates as the map gives weight to
+    block.masked_fill_(unbounded, 0.0)
     weights = omega.predict(block)
     failed = torch.nonzero(unbounded.squeeze(-1) | (weights[:, width] != 0)).flatten()
     dense = omega.predict(theta[failed]) @ X if failed.numel() else None

@@ -256,7 +256,9 @@ class ConstrainedSparsemax(Regularizer):
     margin = 1.0
     simplex = False
     inf_mask = True
-    threshold = True
+    #: (its caps belong to positions: the map on the top scores alone, which the sparse update uses for
+    #: threshold maps, would need their caps gathered too)
+    threshold = False
 
     def __init__(self, upper: torch.Tensor):
         self.upper = upper

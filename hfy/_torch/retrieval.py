@@ -66,7 +66,12 @@ def certify(X: torch.Tensor, beta: float, omega="sparsemax") -> Certificate:
     --------
     hfy.reference.certify
     """
-    m = float(as_omega(omega).margin)
+    omega = as_omega(omega)
+    m = float(omega.margin)
+    if math.isfinite(m) and not getattr(omega, "simplex", True):
+        raise ValueError(f"`omega`: certify covers maps on the simplex, whose margin makes a single memory a "
+                         f"fixed point; {type(omega).__name__} does not retrieve single memories (for k-subsets, "
+                         "use the structured margin between the k-th and (k+1)-th scores)")
     delta = separation(X)
     big_m = float(torch.linalg.vector_norm(X, dim=1).max())
     need = m / beta
