@@ -283,8 +283,86 @@ def test_invalid_k_raises(k):
 
 @pytest.mark.parametrize("w", [math.nan, -INF])
 def test_invalid_transition_raises(w):
+    """In every layer (the reference and the oracle took w = -inf for windows)."""
     with pytest.raises(ValueError, match="`transition`"):
         hfy.sequential_ksubsets(torch.randn(5), 2, w)
+    with pytest.raises(ValueError, match="`transition`"):
+        ref.sequential_ksubsets(np.random.default_rng(0).normal(size=5), 2, w)
+    with pytest.raises(ValueError, match="`transition`"):
+        oracle.sequential_ksubsets(np.random.default_rng(0).normal(size=5), 2, w)
+
+
+def test_reference_regulariser_refuses_a_fractional_k():
+    with pytest.raises(ValueError, match="`k`"):
+        ref.SequentialKSubsets(2.7)
+
+
+def _planted(rng, n, k, w, exactly_k, scale):
+    """A row whose top h <= k scores exceed the rest by more than 1 + 2|w| + 1 and whose bottom l <= N − k
+    fall below it by as much, the gaps drawn at ``scale`` (moderate, or ±1e30)."""
+    m = 1.0 + 2.0 * abs(w)
+    h, low = int(rng.integers(0, k + 1)), int(rng.integers(0, n - k + 1))
+    theta = rng.normal(size=n)
+    idx = rng.permutation(n)
+    top, bottom = idx[:h], idx[n - low:]
+    mid = np.setdiff1d(idx, np.concatenate([top, bottom]))
+    hi = theta[mid].max() if mid.size else 0.0
+    lo = theta[mid].min() if mid.size else 0.0
+    theta[top] = max(hi, m) + m + 1.0 + scale * rng.uniform(1.0, 2.0, h)
+    theta[bottom] = lo - m - 1.0 - scale * rng.uniform(1.0, 2.0, low)
+    return theta
+
+
+@pytest.mark.parametrize("exactly_k", [True, False])
+def test_huge_scores_are_saturated_exactly(monkeypatch, exactly_k):
+    """Scores that stand out by more than 1 + 2|w| above the top k (or below the rest) are set aside
+    (``saturate``, proved in its docstring): with saturation forced on moderate rows the marginals are the
+    unsaturated ones, and rows with the same planted entries at ±1e30 have the same marginals, in both
+    layers (before, ±1e30 raised an IndexError and 1e20 gave wrong marginals silently)."""
+    import importlib
+
+    from hfy._torch import sequential_ksubsets as sq
+
+    rsq = importlib.import_module("hfy.reference.sequential_ksubsets")  # (the package exports a function of that name)
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        n = int(rng.integers(3, 12))
+        k = int(rng.integers(1, n + 1))
+        w = float(rng.choice([-1.0, -0.3, 0.0, 0.01, 0.5, 2.0]))
+        seed = int(rng.integers(1 << 30))
+        moderate = _planted(np.random.default_rng(seed), n, k, w, exactly_k, 10.0)
+        huge = _planted(np.random.default_rng(seed), n, k, w, exactly_k, 1e30)
+        want = ref.sequential_ksubsets(moderate, k, w, exactly_k=exactly_k)
+        with monkeypatch.context() as patch:
+            patch.setattr(sq, "SATURATE_ABOVE", 0.0)
+            patch.setattr(rsq, "SATURATE_ABOVE", 0.0)
+            forced = hfy.sequential_ksubsets(torch.from_numpy(moderate), k, w, exactly_k=exactly_k).numpy()
+            np.testing.assert_allclose(forced, want, rtol=0, atol=REFERENCE_ATOL)
+            np.testing.assert_allclose(ref.sequential_ksubsets(moderate, k, w, exactly_k=exactly_k), want, rtol=0,
+                                       atol=REFERENCE_ATOL)
+        for dtype in (torch.float64, torch.float32):
+            got = hfy.sequential_ksubsets(torch.from_numpy(huge).to(dtype), k, w, exactly_k=exactly_k)
+            np.testing.assert_allclose(got.double().numpy(), want, rtol=0, atol=dtype_atol(dtype))
+        np.testing.assert_allclose(ref.sequential_ksubsets(huge, k, w, exactly_k=exactly_k), want, rtol=0,
+                                   atol=REFERENCE_ATOL)
+    # the reviewer's row: 1e20 must not swallow the difference between 5 and the bonus 0.5
+    z = torch.tensor([1e20, 0.0, 5.0, 0.3, -2.0], dtype=torch.float64)
+    assert hfy.sequential_ksubsets(z, 2, 0.5).tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_huge_scores_the_solver_cannot_set_aside_raise():
+    """Windows have no saturation rule: a score beyond MAX_SCORE raises (it gave the wrong window); so do
+    many tied huge scores with exactly_k=False (no shift can bring them down)."""
+    with pytest.raises(ValueError, match="`z`"):
+        hfy.sequential_ksubsets(torch.tensor([0.0, 1e20, 5.0, 0.3, -2.0], dtype=torch.float64), 2, INF)
+    with pytest.raises(ValueError, match="`z`"):
+        ref.sequential_ksubsets(np.array([0.0, 1e20, 5.0, 0.3, -2.0]), 2, INF)
+    tied = torch.full((6,), 1e20, dtype=torch.float64)
+    with pytest.raises(ValueError, match="`z`"):
+        hfy.sequential_ksubsets(tied, 2, 0.5, exactly_k=False)
+    # exactly k shifts them: every pair of the tied row, the solution of zero scores
+    np.testing.assert_allclose(hfy.sequential_ksubsets(tied, 2, 0.5).numpy(),
+                               ref.sequential_ksubsets(np.zeros(6), 2, 0.5), rtol=0, atol=REFERENCE_ATOL)
 
 
 @pytest.mark.parametrize("max_iter", [0, -3, 2.5, True, "10"])

@@ -266,12 +266,83 @@ def _start(k: int, w: float, exactly_k: bool):
     return start
 
 
+#: Rows with a score above this magnitude go through :func:`saturate` first (it is exact at any magnitude, and
+#: skipped where rounding cannot matter).
+SATURATE_ABOVE = 1e4
+
+#: Windows (w = inf) have no saturation rule: their scores must stay below this magnitude, where window sums
+#: still resolve score differences of about 1e-4; so must the saturated scores of "at most k".
+MAX_SCORE = 1e12
+
+
+def saturate(theta: torch.Tensor, k: int, w: float, exactly_k: bool = True) -> torch.Tensor:
+    """Scores of moderate range with the same sequential k-subsets marginals as ``theta`` (B, N), w finite.
+
+    Let m = 1 + 2|w|.  If the top h <= k scores H all exceed every other score by more than m, every
+    active structure contains H: a structure that misses i ∈ H holds some j ∉ H (exactly k; for "at
+    most k" a structure with room takes i, which needs θ_i > m too), and swapping j for i raises its
+    score vᵀa + w·b (v = θ − μ, 0 <= μ <= 1) by at least θ_i − 1 − θ_j − 2|w| > 0, since a swap changes
+    the adjacent pairs by at most two.  So μ_H = 1, the objective over the structures that hold H does
+    not depend on θ_H, and lowering θ_H to (the largest other score) + m + 1 changes nothing.  Likewise
+    the bottom N − p <= N − k scores, if every other score exceeds them by more than m, are never
+    selected, and are raised to (the smallest other score) − m − 1.  With the largest usable h and the
+    smallest usable p, the scores left in between are spaced by at most m, so after the two clamps a row
+    spans at most about N·m; with exactly k it is also shifted (marginals do not change under a shift).
+    Then the float64 solver resolves the scores that matter however large the others are (±1e30), unless
+    the scores in between are themselves huge ("at most k" cannot shift them: :func:`_saturated` refuses).
+    The bounds carry no gradient: the clamped entries' marginals do not depend on them.
+    """
+    b, n = theta.shape
+    m = 1.0 + 2.0 * abs(w)
+    s, order = theta.detach().sort(dim=-1, descending=True)
+    # a gap after the first p scores, p = 1 .. N (after the last: none below it)
+    big = torch.cat([s[:, :-1] - s[:, 1:] > m, torch.ones_like(s[:, :1], dtype=torch.bool)], dim=-1)
+    p = torch.arange(1, n + 1, device=theta.device)
+    top = big & (p <= k)
+    if not exactly_k:
+        top &= s > m
+    h = (top * p).amax(-1, keepdim=True)
+    low = torch.where(big & (p >= k) & (p < n), p, n).amin(-1, keepdim=True)
+    inner_max = s.gather(1, h.clamp_max(n - 1))
+    inner_min = s.gather(1, (low - 1).clamp_min(0))
+    hi = inner_max + (m + 1.0)
+    if not exactly_k:
+        hi = hi.clamp_min(m + 1.0)
+    lo = inner_min - (m + 1.0)
+    out = torch.minimum(torch.maximum(theta, lo), hi)
+    if exactly_k:
+        out = out - inner_max
+    # no score in between (exactly the top k saturate): the indicator of the top k, from scores 0 and m + 2
+    none = h == low
+    if bool(none.any()):
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=theta.device).expand(b, -1))
+        out = torch.where(none, (rank < k).to(theta.dtype) * (m + 2.0), out)
+    return out
+
+
 def _oracle(k: int, w: float, exactly_k: bool):
     def oracle(v: torch.Tensor):
         return budgeted_viterbi(v, k, w, exactly_k)
 
     oracle.__name__ = f"budgeted_viterbi(k={k}, w={w}, exactly_k={exactly_k})"
     return oracle
+
+
+def _saturated(flat: torch.Tensor, k: int, w: float, exactly_k: bool) -> torch.Tensor:
+    """The scores (B, N) the solver sees: saturated (:func:`saturate`) where some are large.  Windows, and
+    the saturated scores, must stay below ``MAX_SCORE`` (a clear error otherwise)."""
+    if flat.numel() == 0:
+        return flat
+    largest = float(flat.detach().abs().amax())
+    if largest <= SATURATE_ABOVE:
+        return flat
+    out = flat if math.isinf(w) else saturate(flat, k, w, exactly_k)
+    largest = largest if math.isinf(w) else float(out.detach().abs().amax())
+    if largest > MAX_SCORE:
+        raise ValueError(f"`z` holds scores of magnitude {largest:.3g} that the solver cannot set aside (windows, or "
+                         f"many huge scores with exactly_k=False); they must stay below {MAX_SCORE:g}, where "
+                         "sums of scores still resolve differences of order 1: rescale `z`")
+    return out
 
 
 def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int):
@@ -285,6 +356,8 @@ def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int):
     w_val = float(transition.detach()) if isinstance(transition, torch.Tensor) else float(transition)
     if math.isnan(w_val):
         raise ValueError("`transition` must not be NaN")
+    if w_val == -math.inf:
+        raise ValueError("`transition` = -inf forbids every structure with adjacent positions; use a finite value")
     return z, n, w_val
 
 
@@ -323,10 +396,8 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     zl = move_to_last(z, dim)
     if zl.numel() == 0:  # an empty batch
         return z * 0.0
-    flat = zl.reshape(-1, n).to(compute_dtype(z.dtype))
+    flat = _saturated(zl.reshape(-1, n).to(compute_dtype(z.dtype)), k, w_val, exactly_k)
     if math.isinf(w_val):
-        if w_val < 0:
-            raise ValueError("`transition` = -inf forbids every structure with adjacent positions; use a finite value")
         mu = sparsemap(flat, _oracle(k, math.inf, exactly_k), 0.0, max_iter)
     else:
         w_arg = transition.to(flat.dtype) if isinstance(transition, torch.Tensor) else w_val
@@ -356,6 +427,11 @@ class SequentialKSubsets(SparseMAP):
     def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
         if self.w != 0.0:  # (w = 0 and windows go through predict, which checks)
             _checked(theta, self.k, self.transition, dim)
+            flat, shape = self._flat(theta, dim)
+            if flat.shape[0]:  # (μ and the mixture's bonus are those of the saturated scores)
+                flat = _saturated(flat.to(compute_dtype(theta.dtype)), self.k, self.w, self.exactly_k)
+                mu, bonus = super()._predict_for_conjugate(flat.to(theta.dtype).reshape(shape), -1)
+                return mu.movedim(-1, dim), bonus
         return super()._predict_for_conjugate(theta, dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,8 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
     --------
     hfy.sequential_ksubsets, hfy.reference.sequential_ksubsets
     """
+    if math.isnan(float(transition)) or float(transition) == -math.inf:
+        raise ValueError(f"`transition` must be a number or +inf (windows); got {transition}")
     z = np.moveaxis(as_scores(z), dim, -1)
     n = z.shape[-1]
     flat = z.reshape(-1, n)

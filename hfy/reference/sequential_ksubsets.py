@@ -69,14 +69,53 @@ def best_window(theta: np.ndarray, k: int):
     return y, float(k - 1)
 
 
+#: Scores above this magnitude are saturated first (:func:`saturate`); windows must stay below
+#: ``WINDOWS_MAX_SCORE`` (the same limits as the torch path).
+SATURATE_ABOVE = 1e4
+MAX_SCORE = 1e12
+
+
+def saturate(theta: np.ndarray, k: int, w: float, exactly_k: bool = True) -> np.ndarray:
+    """Scores of moderate range with the same marginals as ``theta`` (one row, w finite).
+
+    With m = 1 + 2|w|: if the top h <= k scores exceed all others by more than m (and m itself, for "at
+    most k"), every active structure holds them, since swapping any other entry for one of them raises
+    a structure's score; so they can be lowered to (largest other) + m + 1.  If the bottom N − p <= N − k
+    scores are below all others by more than m, no active structure holds them, and they can be raised to
+    (smallest other) − m − 1.  With exactly k the row is also shifted.  See the torch twin for the proof.
+    """
+    m = 1.0 + 2.0 * abs(w)
+    n = theta.size
+    s = np.sort(theta)[::-1]
+    gaps = np.append(s[:-1] - s[1:], np.inf)  # gaps[p − 1]: between the first p scores and the rest
+    cuts = [p for p in range(1, k + 1) if gaps[p - 1] > m and (exactly_k or s[p - 1] > m)]
+    h = max(cuts, default=0)
+    low = min((p for p in range(k, n) if gaps[p - 1] > m), default=n)
+    if h == low:  # exactly the top k stand out: their indicator
+        out = np.zeros(n)
+        out[np.argsort(-theta, kind="stable")[:k]] = m + 2.0
+        return out
+    hi = s[h] + m + 1.0 if exactly_k else max(s[h] + m + 1.0, m + 1.0)
+    out = np.clip(theta, s[low - 1] - m - 1.0, hi)
+    return out - s[h] if exactly_k else out
+
+
 def sequential_ksubsets_solve(theta: np.ndarray, k: int, transition: float = 0.0,
                               exactly_k: bool = True) -> ActiveSet:
-    """Active-set SparseMAP over sequential k-subsets for one finite score vector."""
+    """Active-set SparseMAP over sequential k-subsets for one finite score vector (saturated first where
+    some scores are large, :func:`saturate`)."""
     k = _check_k(k, theta.size)
     w = float(transition)
+    if math.isnan(w) or w == -math.inf:
+        raise ValueError(f"`transition` must be a number or +inf (windows); got {w}")
+    largest = float(np.max(np.abs(theta))) if theta.size else 0.0
+    solved = theta if math.isinf(w) or largest <= SATURATE_ABOVE else saturate(theta, k, w, exactly_k)
+    if largest > SATURATE_ABOVE and float(np.max(np.abs(solved))) > MAX_SCORE:
+        raise ValueError(f"`z` holds scores the solver cannot set aside (windows, or many huge scores with "
+                         f"exactly_k=False); they must stay below {MAX_SCORE:g}: rescale `z`")
     oracle = lambda v: budgeted_viterbi(v, k, w, exactly_k)  # noqa: E731
     # with w = inf every window carries the same bonus, which cannot change μ: drop it
-    return sparsemap_active_set(theta, oracle, 0.0 if math.isinf(w) else w)
+    return sparsemap_active_set(solved, oracle, 0.0 if math.isinf(w) else w)
 
 
 def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exactly_k: bool = True) -> np.ndarray:
@@ -114,6 +153,8 @@ class SequentialKSubsets:
     simplex = False
 
     def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"`k` must be a positive int; got {k!r}")
         self.k, self.transition, self.exactly_k = int(k), float(transition), bool(exactly_k)
 
     def solve(self, theta) -> ActiveSet:
