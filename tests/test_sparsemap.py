@@ -384,6 +384,22 @@ def test_certify_refuses_regularisers_off_the_simplex(layer):
             certify(Xl, 1.0, omega)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_general_solver_refuses_non_finite_scores(bad):
+    """NaN or ±inf gave all-NaN marginals silently; now a clear error names theta (predict, conjugate)."""
+    def top_2(v):
+        idx = v.topk(2, dim=-1).indices
+        return torch.zeros_like(v).scatter(-1, idx, 1.0), torch.zeros(v.shape[0], dtype=v.dtype)
+
+    theta = torch.tensor([[0.1, bad, 0.3, 0.2]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="`theta`"):
+        hfy.sparsemap(theta, top_2)
+    with pytest.raises(ValueError, match="`theta`"):
+        hfy.SparseMAP(top_2).predict(theta)
+    with pytest.raises(ValueError, match="`theta`"):
+        hfy.SparseMAP(top_2, w=0.5).conjugate(theta)
+
+
 def test_windows_association_retrieval():
     """k = 2, w = inf: the update returns x_i + x_{i+1} exactly when pair {i, i+1} beats every overlapping pair
     by >= 1 and every disjoint pair by >= 2 (in βXq), and is fractional otherwise."""

@@ -340,9 +340,18 @@ def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: Op
     path of the solver, not the solution.  ``max_iter`` caps the active-set iterations (None:
     max(1000, 10N)); a row that needs more raises ``RuntimeError``.
     """
+    _check_finite(theta)
     w_tensor = w if isinstance(w, torch.Tensor) else None
     w_value = float(w) if not isinstance(w, torch.Tensor) else float(w.detach())
     return _SparseMAPFunction.apply(theta, w_tensor, oracle, w_value, max_iter, start)
+
+
+def _check_finite(theta: torch.Tensor) -> None:
+    """A clear error for NaN or ±inf scores: the general solver has no mask (a user's structures give −inf no
+    meaning), and a non-finite score would make every marginal NaN."""
+    if not bool(torch.isfinite(theta).all()):
+        raise ValueError("`theta` must be finite for the general SparseMAP solver (NaN or ±inf found; it has no "
+                         "-inf mask)")
 
 
 class SparseMAP(Regularizer):
@@ -403,6 +412,7 @@ class SparseMAP(Regularizer):
         flat, shape = self._flat(theta, dim)
         if flat.shape[0] == 0:  # an empty batch
             return super()._predict_for_conjugate(theta, dim)
+        _check_finite(flat)
         sol = active_set(flat, self.map_oracle, self.w, self.max_iter, start=self.warm_start)
         mu = sol.mu.to(theta.dtype).reshape(shape).movedim(-1, dim)
         bonus = (sol.weights * sol.features).sum(-1).reshape(shape[:-1])
