@@ -728,3 +728,33 @@ def test_newton_passes_float32_far_from_zero():
         out = hfy.ksubsets(zt, k).double().numpy()
         expected = np.stack([ref.ksubsets(row, k) for row in zz])
         assert np.abs(out - expected).max() <= 1 / 32 + 1e-9, f"k={k}"
+
+
+@pytest.mark.parametrize("dtype,offsets", [(torch.float64, [1e4, 1e8, 1e16]), (torch.float32, [1e4])], ids=str)
+def test_shift_invariance_at_large_offsets(threshold_path, dtype, offsets):
+    """μ(z + c) = μ(z): the threshold is solved relative to each row's largest score.  Scores on a grid of
+    1/8 (or of the offset's ulp) plus the offset are exactly representable, so the expected output is exact; before, an offset
+    of 1e16 gave row sums of 0 (sorted path) or 8 (Newton path) instead of 3, and 1e4 in float32 was
+    off by up to 5e-3.  Constrained sparsemax and both reference maps likewise; "at most k" with the
+    budget active (large positive offsets) is the exactly-k projection."""
+    rng = np.random.default_rng(3)
+    grid = rng.integers(-8, 9, size=(6, 9)).astype(float)
+    grid[0, :8] = 8.0  # eight tied leaders
+    for c in offsets:
+        d = grid * max(1.0 / 8.0, float(np.spacing(np.float64(c) if dtype == torch.float64 else np.float32(c))))
+        z = torch.from_numpy(d).to(dtype)
+        shifted = torch.from_numpy(d + c).to(dtype)
+        assert torch.equal(shifted - c, z)  # (representable)
+        want = hfy.ksubsets(z, 3)
+        got = hfy.ksubsets(shifted, 3)
+        assert (got - want).abs().max().item() <= 4 * torch.finfo(dtype).eps
+        np.testing.assert_allclose(got.sum(-1).double().numpy(), 3.0, rtol=0, atol=16 * torch.finfo(dtype).eps)
+        at_most = hfy.ksubsets(shifted, 3, exactly_k=False)
+        assert (at_most - want).abs().max().item() <= 4 * torch.finfo(dtype).eps
+        upper = torch.full_like(z, 0.4)
+        cs = hfy.constrained_sparsemax(shifted, upper) - hfy.constrained_sparsemax(z, upper)
+        assert cs.abs().max().item() <= 4 * torch.finfo(dtype).eps
+        if dtype == torch.float64:
+            np.testing.assert_allclose(ref.ksubsets(d + c, 3), ref.ksubsets(d, 3), rtol=0, atol=4e-15)
+            np.testing.assert_allclose(ref.constrained_sparsemax(d + c, np.full(9, 0.4)),
+                                       ref.constrained_sparsemax(d, np.full(9, 0.4)), rtol=0, atol=4e-15)

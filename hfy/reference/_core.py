@@ -62,6 +62,14 @@ def bisect_decreasing(f: Callable[[float], float], lo: float, hi: float) -> floa
             hi = mid
 
 
+def common_offset(theta: np.ndarray) -> float:
+    """The shift a capped projection of the finite scores ``theta`` is solved with: their largest where all lie
+    within |largest|/2 of it (a common offset, e.g. 1e16 + scores of order 1, whose rounding would swallow the
+    scores), else 0 (an outlier such as ±1e30 among scores of order 1: shifting would round away the rest)."""
+    top, low = float(theta.max()), float(theta.min())
+    return top if top - low <= 0.5 * abs(top) else 0.0
+
+
 def capped_threshold(theta: np.ndarray, upper: np.ndarray, total: float) -> float:
     """τ with Σ_i clip(θ_i − τ, 0, u_i) = total, by sorting the breakpoints (eq-ksubsets-breakpoints).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import as_scores, capped_threshold
+from ._core import as_scores, capped_threshold, common_offset
 
 
 def constrained_sparsemax_1d(z: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -20,6 +20,7 @@ def constrained_sparsemax_1d(z: np.ndarray, upper: np.ndarray) -> np.ndarray:
         raise ValueError(f"infeasible: the unmasked upper bounds sum to {upper[finite].sum():.6g} < 1 (`upper`)")
     out = np.zeros_like(z)
     zz, uu = z[finite], upper[finite]
+    zz = zz - common_offset(zz)  # (the result is shift-invariant)
     tau = capped_threshold(zz, uu, 1.0)
     out[finite] = np.clip(zz - tau, 0.0, uu)
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import apply_along, as_scores, capped_threshold
+from ._core import apply_along, as_scores, capped_threshold, common_offset
 
 
 def _check_k(k, n_finite: int, name: str = "k") -> int:
@@ -34,6 +34,7 @@ def ksubsets_1d(theta: np.ndarray, k: int, exactly_k: bool = True) -> np.ndarray
     if not exactly_k and np.clip(th, 0.0, 1.0).sum() <= k:
         out[finite] = np.clip(th, 0.0, 1.0)
         return out
+    th = th - common_offset(th)  # (the result is shift-invariant)
     tau = capped_threshold(th, np.ones_like(th), float(k))
     out[finite] = np.clip(th - tau, 0.0, 1.0)
     return out
