@@ -639,3 +639,63 @@ def test_structures_are_only_kept_when_needed():
     assert lean.structures.numel() == 0 and full.structures.shape[:2] == full.valid.shape
     np.testing.assert_allclose((full.weights.unsqueeze(-1) * full.structures).sum(1).numpy(), full.mu.numpy(),
                                rtol=0, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("exactly_k", [True, False])
+def test_fenchel_young_loss_counts_the_target_bonus(exactly_k):
+    """L(θ; y) = Ω*(θ) + ½‖y‖² − w b(y) − ⟨θ, y⟩ for target structures: 0 where the prediction is y (it was
+    w·b(y), negative for w < 0), >= 0 everywhere, gradient μ − y; fractional targets raise with w != 0."""
+    rng = np.random.default_rng(11)
+    k, n = 3, 7
+    for w in (-0.7, 0.5, 3.0):
+        reg = hfy.SequentialKSubsets(k, w, exactly_k=exactly_k)
+        theta = torch.from_numpy(rng.normal(size=(40, n)) * 2.0).requires_grad_()
+        idx = torch.from_numpy(np.argsort(rng.normal(size=(40, n)), axis=1)[:, :k].copy())
+        y = torch.zeros(40, n, dtype=torch.float64).scatter_(1, idx, 1.0)
+        loss = reg.loss(theta, y)
+        assert (loss >= -PROPERTY_ATOL).all()
+        loss.sum().backward()
+        mu = reg.predict(theta.detach())
+        np.testing.assert_allclose(theta.grad.numpy(), (mu - y).numpy(), rtol=0, atol=PROPERTY_ATOL)
+        # at a prediction that is a structure the loss is 0: large scores on a planted structure
+        planted = 50.0 * y - 25.0
+        assert torch.equal(reg.predict(planted), y)
+        np.testing.assert_allclose(reg.loss(planted, y).numpy(), 0.0, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(hfy.fenchel_young_loss(planted, y, reg, reduction="none").numpy(), 0.0, rtol=0,
+                                   atol=1e-9)
+        with pytest.raises(ValueError, match="`y`"):
+            reg.loss(theta.detach(), mu)  # fractional
+
+
+def test_ksubsets_loss_refuses_targets_outside_the_polytope():
+    """A class index is a one-hot target, outside the k-subsets polytope for k > 1 (the loss was −0.25)."""
+    theta = torch.randn(4, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="`y`"):
+        hfy.fenchel_young_loss(theta, torch.tensor([0, 1, 2, 3]), hfy.KSubsets(2))
+    assert torch.isfinite(hfy.fenchel_young_loss(theta, torch.tensor([0, 1, 2, 3]), hfy.KSubsets(1)))
+    y = hfy.ksubsets(torch.randn(4, 6, dtype=torch.float64), 2)
+    assert (hfy.KSubsets(2).loss(theta, y) >= -PROPERTY_ATOL).all()
+
+
+@pytest.mark.parametrize("bad", [None, "a", torch.tensor([0.5]), torch.tensor(1)])
+def test_transition_must_be_a_float_or_a_0_dim_tensor(bad):
+    """(a shape-(1,) tensor passed the forward and failed in the backward; None and strings raised raw errors)"""
+    with pytest.raises(ValueError, match="`transition`"):
+        hfy.sequential_ksubsets(torch.randn(2, 6, dtype=torch.float64), 2, bad)
+
+
+def test_huge_finite_transition_raises():
+    """(w >= 1e17 crashed in the Viterbi backtracking on NaN scores)"""
+    with pytest.raises(ValueError, match="`transition`"):
+        hfy.sequential_ksubsets(torch.randn(2, 6, dtype=torch.float64), 2, 1e17)
+
+
+def test_general_solver_on_an_empty_batch():
+    """(it ran to the iteration cap and raised)"""
+    def top_2(v):
+        i = v.topk(2, dim=-1).indices
+        return torch.zeros_like(v).scatter(-1, i, 1.0), torch.zeros(v.shape[0], dtype=v.dtype)
+
+    empty = torch.zeros(0, 5, dtype=torch.float64)
+    assert hfy.SparseMAP(top_2).predict(empty).shape == (0, 5)
+    assert hfy.SparseMAP(top_2, w=0.5).conjugate(empty).shape == (0,)

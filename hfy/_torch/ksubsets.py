@@ -261,6 +261,21 @@ class KSubsets(Regularizer):
     def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
         return 0.5 * (mu * mu).sum(dim)
 
+    def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """L(θ; y) for a target in the domain {0 <= y <= 1, Σ y = k (or <= k)}; a clear error otherwise (a
+        class index, i.e. a one-hot target, is outside it for k > 1, and the loss would be negative)."""
+        if y.shape == theta.shape:  # (the base class names a shape mismatch)
+            yl = y.to(compute_dtype(theta.dtype))
+            tol = math.sqrt(torch.finfo(yl.dtype).eps) * self.k
+            count = yl.sum(dim)
+            outside = bool(((yl < -tol) | (yl > 1 + tol)).any()) or bool((count > self.k + tol).any()) or (
+                self.exactly_k and bool(((count - self.k).abs() > tol).any()))
+            if outside:
+                raise ValueError(f"`y` must lie in the k-subsets polytope: entries in [0, 1] summing to "
+                                 f"{'' if self.exactly_k else 'at most '}k = {self.k} along dim (a class index is "
+                                 "not a target for k > 1)")
+        return super().loss(theta, y, dim)
+
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)
 

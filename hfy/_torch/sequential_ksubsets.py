@@ -20,7 +20,8 @@ import torch
 
 from ._core import check_scores, compute_dtype, move_back, move_to_last
 from .ksubsets import ksubsets
-from .sparsemap import SparseMAP, resolve_max_iter, sparsemap
+from .fenchel_young import Regularizer
+from .sparsemap import SparseMAP, check_weight, resolve_max_iter, sparsemap
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -353,9 +354,12 @@ def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int):
         raise ValueError(f"`k` must be an int in [1, N={n}]; got {k!r}")
     if not bool(torch.isfinite(z).all()):
         raise ValueError("`z` must be finite for sequential_ksubsets (a -inf mask would break the chain)")
-    w_val = float(transition.detach()) if isinstance(transition, torch.Tensor) else float(transition)
+    w_val = check_weight(transition, "transition")
     if math.isnan(w_val):
         raise ValueError("`transition` must not be NaN")
+    if math.isfinite(w_val) and abs(w_val) > MAX_SCORE:
+        raise ValueError(f"`transition` = {w_val:g} is beyond {MAX_SCORE:g}, where the active set no longer resolves the "
+                         "scores; use float('inf') for windows")
     if w_val == -math.inf:
         raise ValueError("`transition` = -inf forbids every structure with adjacent positions; use a finite value")
     return z, n, w_val
@@ -433,6 +437,23 @@ class SequentialKSubsets(SparseMAP):
                 mu, bonus = super()._predict_for_conjugate(flat.to(theta.dtype).reshape(shape), -1)
                 return mu.movedim(-1, dim), bonus
         return super()._predict_for_conjugate(theta, dim)
+
+    def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """L(θ; y) = Ω*(θ) + ½‖y‖² − w b(y) − ⟨θ, y⟩ for a target structure y (0/1, Σ y = k or <= k), with
+        b(y) its adjacent pairs: >= 0, and 0 when the prediction is y.  With w != 0 the target must be a
+        structure (a fractional target has no single bonus)."""
+        if self.w == 0.0:  # (w = 0, and windows, whose bonus k − 1 is the same for every structure)
+            return Regularizer.loss(self, theta, y, dim)
+        if y.shape != theta.shape:
+            raise ValueError(f"`y` must have the shape of `theta` {tuple(theta.shape)}; got {tuple(y.shape)}")
+        yl = y.to(theta.dtype).movedim(dim, -1)
+        count = yl.sum(-1)
+        if not bool(((yl == 0) | (yl == 1)).all()) or bool((count > self.k).any()) or (
+                self.exactly_k and bool((count != self.k).any())):
+            raise ValueError(f"`y` must be a structure: 0/1 entries, {'exactly' if self.exactly_k else 'at most'} "
+                             f"k = {self.k} of them along dim (a fractional target has no single bonus b(y))")
+        bonus = (yl[..., :-1] * yl[..., 1:]).sum(-1)
+        return Regularizer.loss(self, theta, y, dim) - self.w * bonus
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)

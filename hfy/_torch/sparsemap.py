@@ -22,6 +22,7 @@ Gram matrix M = AAᵀ + 11ᵀ (see :func:`_jacobian_product`).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -341,9 +342,23 @@ def sparsemap(theta: torch.Tensor, oracle: BatchedMapOracle, w=0.0, max_iter: Op
     max(1000, 10N)); a row that needs more raises ``RuntimeError``.
     """
     _check_finite(theta)
+    w_value = check_weight(w, "w")
     w_tensor = w if isinstance(w, torch.Tensor) else None
-    w_value = float(w) if not isinstance(w, torch.Tensor) else float(w.detach())
+    if theta.shape[0] == 0:  # an empty batch
+        return theta * 0.0
     return _SparseMAPFunction.apply(theta, w_tensor, oracle, w_value, max_iter, start)
+
+
+def check_weight(w, name: str) -> float:
+    """The pairwise weight as a float: a real number or a 0-dim floating tensor, else a clear error naming it."""
+    if isinstance(w, torch.Tensor):
+        if w.dim() != 0 or not w.is_floating_point():
+            raise ValueError(f"`{name}` must be a float or a 0-dim floating-point tensor; got a tensor of shape "
+                             f"{tuple(w.shape)} and dtype {w.dtype}")
+        return float(w.detach())
+    if isinstance(w, bool) or not isinstance(w, numbers.Real):
+        raise ValueError(f"`{name}` must be a float or a 0-dim floating-point tensor; got {w!r}")
+    return float(w)
 
 
 def _check_finite(theta: torch.Tensor) -> None:
@@ -403,6 +418,14 @@ class SparseMAP(Regularizer):
 
     def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
         return 0.5 * (mu * mu).sum(dim)
+
+    def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """L(θ; y) = Ω*(θ) + ½‖y‖² − w b(y) − ⟨θ, y⟩: with a bonus the loss needs the target's feature b(y),
+        which only a subclass that knows its structures can give (:class:`SequentialKSubsets` does)."""
+        if self.w != 0.0:
+            raise ValueError("`y`: the Fenchel-Young loss of SparseMAP with a pairwise bonus w != 0 needs the bonus "
+                             "b(y) of the target, which the general regulariser does not know")
+        return super().loss(theta, y, dim)
 
     def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
         """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² (gradient μ) adds the expected bonus w Σ_s π_s b_s to
