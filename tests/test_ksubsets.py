@@ -758,3 +758,24 @@ def test_shift_invariance_at_large_offsets(threshold_path, dtype, offsets):
             np.testing.assert_allclose(ref.ksubsets(d + c, 3), ref.ksubsets(d, 3), rtol=0, atol=4e-15)
             np.testing.assert_allclose(ref.constrained_sparsemax(d + c, np.full(9, 0.4)),
                                        ref.constrained_sparsemax(d, np.full(9, 0.4)), rtol=0, atol=4e-15)
+
+
+def test_argument_errors_name_the_argument():
+    """(these raised raw torch errors, or were accepted)"""
+    z = torch.randn(3, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="`k`"):
+        hfy.ksubsets(z, torch.tensor([[2], [2]]))  # two k for three rows
+    with pytest.raises(ValueError, match="`k`"):
+        hfy.ksubsets(z, torch.tensor([[True], [True], [False]]))
+    np.testing.assert_array_equal(hfy.ksubsets(z, np.int64(2)).numpy(), hfy.ksubsets(z, 2).numpy())
+    with pytest.raises(ValueError, match="`upper`"):
+        hfy.constrained_sparsemax(z, torch.full((4,), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`upper`"):
+        hfy.constrained_sparsemax(z, torch.full((2, 3, 5), 0.5, dtype=torch.float64))
+    listed = hfy.ConstrainedSparsemax([0.5] * 5).predict(z.float())
+    np.testing.assert_allclose(listed.numpy(), hfy.constrained_sparsemax(z.float(), torch.full((5,), 0.5)).numpy())
+    with pytest.raises(TypeError, match="`upper`"):
+        hfy.ConstrainedSparsemax(torch.ones(5, dtype=torch.long))
+    for bad in (None, 2.5, 0, True):
+        with pytest.raises(ValueError, match="`n_iter`"):
+            hfy.entmax_bisect(z, 1.5, n_iter=bad)

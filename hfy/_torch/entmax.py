@@ -14,6 +14,7 @@ and, when α is a tensor that requires grad, the α-gradient
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -361,8 +362,8 @@ def entmax_bisect(X: torch.Tensor, alpha: AlphaLike = 1.5, dim: int = -1, n_iter
     blind bisection: a few steps reach machine precision); ``ensure_sum_one``
     renormalises the output.  Unlike the original, α = 1 gives softmax.
     """
-    if int(n_iter) < 1:
-        raise ValueError(f"`n_iter` must be a positive int; got {n_iter}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+        raise ValueError(f"`n_iter` must be a positive int; got {n_iter!r}")
     return _entmax(X, alpha, dim, int(n_iter), bool(ensure_sum_one), name="X")
 
 

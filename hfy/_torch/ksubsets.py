@@ -19,6 +19,7 @@ when the budget is active; with an inactive "at most k" budget, ∂L/∂θ = 1_F
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -137,7 +138,12 @@ def _row_param(value, z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
             raise ValueError(f"`{name}` must have size 1 along dim {dim} (one value per row); got {tuple(value.shape)}")
         shape = list(z.shape)
         shape[dim] = 1
-        return move_to_last(t.expand(shape), dim)
+        try:
+            t = t.expand(shape)
+        except RuntimeError:
+            raise ValueError(f"`{name}` of shape {tuple(value.shape)} does not broadcast to the rows of the scores "
+                             f"{tuple(shape)}") from None
+        return move_to_last(t, dim)
     return torch.full((*move_to_last(z, dim).shape[:-1], 1), float(value), dtype=compute_dtype(z.dtype),
                       device=z.device)
 
@@ -168,12 +174,16 @@ def ksubsets(z: torch.Tensor, k: IntLike, dim: int = -1, exactly_k: bool = True)
     """
     z = check_scores(z, "z", dim)
     if isinstance(k, torch.Tensor):
+        if k.dtype == torch.bool or k.is_complex():
+            raise ValueError(f"`k` must hold integers; got a {k.dtype} tensor")
         if k.is_floating_point() and not bool((k == k.round()).all()):
             raise ValueError("`k` must hold integers")
         if bool((k < 1).any()):
             raise ValueError("`k` must be >= 1")
-    elif isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"`k` must be a positive int or an integer tensor; got {k!r}")
+    else:
+        k = int(k)
     zl = move_to_last(z, dim)
     kk = _row_param(k, z, dim, "k")
     if zl.numel() == 0:  # an empty batch
@@ -221,7 +231,12 @@ def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1) -
         upper = torch.as_tensor(upper, dtype=z.dtype, device=z.device)
     if not upper.is_floating_point():
         raise TypeError("`upper` must be a floating-point tensor")
-    upper = upper.expand_as(z) if upper.shape != z.shape else upper
+    if upper.shape != z.shape:
+        try:
+            upper = upper.expand_as(z)
+        except RuntimeError:
+            raise ValueError(f"`upper` of shape {tuple(upper.shape)} does not broadcast to the scores "
+                             f"{tuple(z.shape)}") from None
     if bool((upper < 0).any()) or not bool(torch.isfinite(upper).all()):
         raise ValueError("`upper` must be finite and >= 0")
     zl, ul = move_to_last(z, dim), move_to_last(upper, dim)
@@ -298,6 +313,10 @@ class ConstrainedSparsemax(Regularizer):
     threshold = False
 
     def __init__(self, upper: torch.Tensor):
+        if not isinstance(upper, torch.Tensor):
+            upper = torch.as_tensor(upper, dtype=torch.get_default_dtype())
+        if not upper.is_floating_point():
+            raise TypeError("`upper` must be a floating-point tensor")
         self.upper = upper
 
     def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
