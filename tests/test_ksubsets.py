@@ -425,6 +425,16 @@ def test_fewer_than_k_unmasked_raises_naming_k():
         hfy.budget_bisect(z, 3)
 
 
+@pytest.mark.usefixtures("threshold_path")
+def test_at_most_k_with_fewer_unmasked_scores_is_feasible():
+    """Σ μ <= k with fewer than k unmasked scores (or none): the projection is clip(θ, 0, 1) on them."""
+    z = torch.tensor([[1.5, NINF, NINF, 0.2], [0.1, 0.2, 0.3, 0.4], [NINF] * 4], dtype=torch.float64)
+    want = np.array([[1.0, 0, 0, 0.2], hfy.ksubsets(z[1], 3, exactly_k=False).numpy(), [0.0] * 4])
+    np.testing.assert_allclose(hfy.ksubsets(z, 3, exactly_k=False).numpy(), want, rtol=0, atol=PROPERTY_ATOL)
+    np.testing.assert_allclose(ref.ksubsets(z.numpy(), 3, exactly_k=False), want, rtol=0, atol=PROPERTY_ATOL)
+    np.testing.assert_allclose(hfy.ksubsets(z[:1], 7, exactly_k=False).numpy(), want[:1], rtol=0, atol=PROPERTY_ATOL)
+
+
 def test_all_masked_raises_naming_k():
     z = torch.full((2, 5), NINF)
     with pytest.raises(ValueError, match="`k`"):

@@ -194,7 +194,10 @@ def ksubsets(z: torch.Tensor, k: IntLike, dim: int = -1, exactly_k: bool = True)
     masked = bool(torch.isneginf(zl.amin()))
     limit = torch.isfinite(zl).sum(-1, keepdim=True) if masked else zl.shape[-1]
     if bool((kk > limit).any()):
-        raise ValueError("`k` exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
+        if exactly_k:
+            raise ValueError("`k` exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
+        # "at most k" is feasible with fewer unmasked scores: at most all of them
+        kk = torch.minimum(kk, torch.as_tensor(limit, dtype=kk.dtype, device=kk.device))
     out = _CappedProjection.apply(zl, None, kk, bool(exactly_k), False, masked, top.to(compute_dtype(z.dtype)))
     return move_back(out, dim)
 

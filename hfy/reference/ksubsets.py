@@ -28,9 +28,13 @@ def _check_k(k, n_finite: int, name: str = "k") -> int:
 def ksubsets_1d(theta: np.ndarray, k: int, exactly_k: bool = True) -> np.ndarray:
     """k-subsets SparseMAP of one score vector; −inf entries are masked (output 0)."""
     finite = np.isfinite(theta)
-    k = _check_k(k, int(finite.sum()))
+    n_finite = int(finite.sum())
+    # ("at most k" is feasible with fewer unmasked scores: at most all of them)
+    k = _check_k(k, n_finite) if exactly_k else min(_check_k(k, k), n_finite)
     th = theta[finite]
     out = np.zeros_like(theta)
+    if th.size == 0:
+        return out
     if not exactly_k and np.clip(th, 0.0, 1.0).sum() <= k:
         out[finite] = np.clip(th, 0.0, 1.0)
         return out
