@@ -458,3 +458,66 @@ def test_cuda_structured_update_and_general_sparsemap():
     theta = torch.from_numpy(random_scores((16, N_GROUPS), 1.0, 2))
     mu = hfy.sparsemap(theta.cuda(), two_groups(0.7), 0.7)
     assert (mu.cpu() - hfy.sparsemap(theta, two_groups(0.7), 0.7)).abs().max().item() <= REFERENCE_ATOL
+
+
+def _structures(n, k):
+    """Every k-subset of n positions (rows, 0/1) and its adjacent pairs b."""
+    import itertools
+
+    A = np.array([[1.0 if i in s else 0.0 for i in range(n)] for s in itertools.combinations(range(n), k)])
+    return A, (A[:, :-1] * A[:, 1:]).sum(1)
+
+
+def _margin_slack(theta, A, b, w, s):
+    """min over s' != s of score(a_s) − score(a_s') − ½‖a_s − a_s'‖² (spec §7.6, structures of equal norm)."""
+    score = A @ theta + w * b
+    others = np.arange(A.shape[0]) != s
+    return float((score[s] - score[others] - 0.5 * ((A[s] - A[others]) ** 2).sum(1)).min())
+
+
+@pytest.mark.parametrize("w", [-0.6, 0.3, 1.5])
+def test_structured_margin_with_a_finite_bonus(w):
+    """ŷ(θ) = a_s iff score(a_s) − score(a_s') >= ½‖a_s − a_s'‖² for every other structure s', with the
+    score θᵀa + w·b(a) of sequential k-subsets (eq-sparsemap-margin), on random instances of both outcomes."""
+    n, k = 7, 3
+    A, b = _structures(n, k)
+    rng = np.random.default_rng(int(10 * w) + 40)
+    outcomes = {True: 0, False: 0}
+    for _ in range(300):
+        theta = rng.normal(size=n) * rng.choice([0.5, 1.5, 3.0])
+        slack = [_margin_slack(theta, A, b, w, s) for s in range(A.shape[0])]
+        best = int(np.argmax(slack))
+        if abs(slack[best]) < 1e-9:  # (on the boundary either outcome is within rounding)
+            continue
+        mu = hfy.sequential_ksubsets(torch.from_numpy(theta), k, w).numpy()
+        holds = slack[best] > 0
+        assert (np.abs(mu - A[best]).max() <= 1e-12) == holds
+        if not holds:  # then no structure is the output
+            assert np.abs(mu - A).max(1).min() > 1e-9
+        outcomes[holds] += 1
+    assert min(outcomes.values()) >= 30, outcomes
+
+
+@pytest.mark.parametrize("name,omega,w", [("KSubsets(3)", hfy.KSubsets(3), 0.0),
+                                          ("SequentialKSubsets(3, 0.4)", hfy.SequentialKSubsets(3, 0.4), 0.4),
+                                          ("SequentialKSubsets(3, -0.5)", hfy.SequentialKSubsets(3, -0.5), -0.5)])
+def test_associations_are_fixed_points_iff_the_margin_holds_there(name, omega, w):
+    """Spec §7.6 part 2: Xᵀa_s is a fixed point of the structured update iff the margin inequality holds at
+    q = Xᵀa_s (with N <= D generic memories, Xᵀy = Xᵀa_s forces y = a_s: the structured hull condition).
+    Every structure of random instances, at β giving both outcomes."""
+    n, d, k = 7, 10, 3
+    A, b = _structures(n, k)
+    rng = np.random.default_rng(5)
+    outcomes = {True: 0, False: 0}
+    for trial in range(12):
+        X = torch.from_numpy(rng.normal(size=(n, d)) / math.sqrt(d))
+        beta = float(rng.choice([0.5, 1.0, 2.0, 4.0]))
+        Q = torch.from_numpy(A) @ X  # every association Xᵀa_s
+        fixed = (hfy.update(Q, X, beta, omega) - Q).abs().amax(-1) <= 1e-10
+        for s in range(A.shape[0]):
+            slack = _margin_slack(beta * (X @ Q[s]).numpy(), A, b, w, s)
+            if abs(slack) < 1e-9:
+                continue
+            assert bool(fixed[s]) == (slack > 0), (trial, s, slack)
+            outcomes[slack > 0] += 1
+    assert min(outcomes.values()) >= 30, outcomes
