@@ -70,3 +70,19 @@ def test_run_smoke():
     with pytest.raises(ValueError):
         E.run("nope")
     assert math.isfinite(E.SPARSE_MAPS["sparsemax"]().margin)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_kgap_sweep_exact_above_the_structured_margin(k):
+    """E11.4: every query with a k-gap >= 1 (in βXq) retrieves Σ_top-k x_i in one update, with the 0/1
+    indicator as marginals; below it some are fractional."""
+    g = torch.Generator().manual_seed(k)
+    X = torch.randn(40, 16, generator=g, dtype=torch.float64) / 4.0
+    out = E.kgap_sweep(X, k, 600, 3.0, g, beta=2.0)
+    above = out["gap"] >= 1.0
+    assert 100 < int(above.sum()) < 600
+    assert bool(out["exact"][above].all()) and bool((out["error"][above] <= 1e-12).all())
+    assert not bool(out["exact"][out["gap"] < 0.9].all())
+    assert bool((out["fractional"][~out["exact"]] > 0).all())
+    with pytest.raises(ValueError, match="`k`"):
+        E.kgap_sweep(X, 40, 10, 3.0, g)

@@ -1,4 +1,5 @@
-"""Exact retrieval as figures: experiment E11.1-E11.2 (chapter ``book/theory/retrieval``).
+"""Exact retrieval as figures: experiments E11.1-E11.2 (chapter ``book/theory/retrieval``) and E11.4
+(:func:`kgap_sweep`, chapter ``book/models/sparsemap``).
 
 Two checks of the retrieval propositions (eq-retrieval-margins, eq-retrieval-basin),
 run on the torch fast path in float64:
@@ -130,6 +131,40 @@ def gap_sweep(X: torch.Tensor, omega, n_queries: int, max_gap: float,
         "off_mass": off,
         "error": (q_next - xi).abs().amax(-1),
         "target": target,
+    }
+
+
+def kgap_sweep(X: torch.Tensor, k: int, n_queries: int, max_gap: float,
+               generator: Optional[torch.Generator] = None, beta: float = 1.0) -> Dict[str, torch.Tensor]:
+    """E11.4: one k-subsets update from random queries whose k-gaps are spread uniformly on [0, ``max_gap``].
+
+    The structured twin of :func:`gap_sweep`: each Gaussian query is rescaled so that the k-th largest
+    of the scores βXq leads the (k+1)-th by about s, s uniform on [0, ``max_gap``]; the k-gap is
+    re-measured on the scores as :func:`hfy.update` forms them.  One update with ``hfy.KSubsets(k)``
+    returns Σ_{top-k} x_i exactly when the k-gap is at least 1 (association retrieval).
+
+    Returns
+    -------
+    dict with Tensors of shape (n_queries,): ``gap`` (k-gap of βXq), ``exact`` (the marginals are the
+    0/1 indicator of the top k, bit for bit), ``fractional`` (how many marginals lie strictly in
+    (0, 1)) and ``error`` (‖q⁺ − Σ_{top-k} x_i‖_∞, the rounding of the sum).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < X.shape[0]:
+        raise ValueError(f"`k` must be an int in [1, N) for N = {X.shape[0]} memories; got {k!r}")
+    q = torch.randn(n_queries, X.shape[1], generator=generator, dtype=X.dtype)
+    s = (q @ X.T).topk(k + 1, dim=-1).values
+    wanted = max_gap * torch.rand(n_queries, generator=generator, dtype=X.dtype)
+    q = (wanted / (beta * (s[:, k - 1] - s[:, k])))[:, None] * q
+    theta = beta * (q @ X.transpose(0, 1))  # the scores as hfy.update forms them
+    top = theta.topk(k + 1, dim=-1)
+    omega = hfy.KSubsets(k)
+    q_next, mu = hfy.update(q, X, beta, omega, return_weights=True)
+    indicator = torch.zeros_like(mu).scatter(-1, top.indices[:, :k], 1.0)
+    return {
+        "gap": top.values[:, k - 1] - top.values[:, k],
+        "exact": (mu == indicator).all(-1),
+        "fractional": ((mu > 0) & (mu < 1)).sum(-1),
+        "error": (q_next - X[top.indices[:, :k]].sum(1)).abs().amax(-1),
     }
 
 
