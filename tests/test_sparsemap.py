@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import hfy
+import hfy.oracle as oracle
 import hfy.reference as ref
 from hfy.oracle.sequential_ksubsets import sparsemap_enumerated
 from hfy.reference.sparsemap import sparsemap_bonus_derivative, sparsemap_jacobian
@@ -521,3 +522,47 @@ def test_associations_are_fixed_points_iff_the_margin_holds_there(name, omega, w
             assert bool(fixed[s]) == (slack > 0), (trial, s, slack)
             outcomes[slack > 0] += 1
     assert min(outcomes.values()) >= 30, outcomes
+
+
+def _structured_triples():
+    u = np.random.default_rng(3).uniform(0.2, 0.5, 6)
+    return [
+        ("KSubsets(2)", oracle.KSubsets(2), ref.KSubsets(2), hfy.KSubsets(2)),
+        ("KSubsets(3, at most)", oracle.KSubsets(3, False), ref.KSubsets(3, False), hfy.KSubsets(3, False)),
+        ("ConstrainedSparsemax", oracle.ConstrainedSparsemax(u), ref.ConstrainedSparsemax(u),
+         hfy.ConstrainedSparsemax(torch.from_numpy(u))),
+        ("SequentialKSubsets(2, 0.3)", oracle.SequentialKSubsets(2, 0.3), ref.SequentialKSubsets(2, 0.3),
+         hfy.SequentialKSubsets(2, 0.3)),
+        ("SequentialKSubsets(3, -0.4, at most)", oracle.SequentialKSubsets(3, -0.4, False),
+         ref.SequentialKSubsets(3, -0.4, False), hfy.SequentialKSubsets(3, -0.4, False)),
+        ("SequentialKSubsets(2, inf)", oracle.SequentialKSubsets(2, INF), ref.SequentialKSubsets(2, INF),
+         hfy.SequentialKSubsets(2, INF)),
+    ]
+
+
+@pytest.mark.parametrize("name,orc,reference,fast", _structured_triples(), ids=[t[0] for t in _structured_triples()])
+def test_structured_regularisers_in_three_layers(name, orc, reference, fast):
+    """The oracle regularisers (the quadratic programs, solved by cvxpy) agree with the reference and the
+    torch path on the prediction, Ω*, the energy and one update, and the loss is 0 at a structure predicted
+    exactly (with the bonus counted)."""
+    theta = random_scores((3, 6), 1.5, 21)
+    np.testing.assert_allclose(orc.predict(theta), reference.predict(theta), rtol=0, atol=ORACLE_ATOL)
+    np.testing.assert_allclose(orc.conjugate(theta), reference.conjugate(theta), rtol=0, atol=ORACLE_ATOL)
+    np.testing.assert_allclose(fast.conjugate(torch.from_numpy(theta)).numpy(), reference.conjugate(theta), rtol=0,
+                               atol=REFERENCE_ATOL)
+    X, q = random_scores((6, 4), 1.0, 22), random_scores((2, 4), 1.0, 23)
+    e_orc = oracle.energy(q, X, 0.8, orc)
+    np.testing.assert_allclose(e_orc, ref.energy(q, X, 0.8, reference), rtol=0, atol=ORACLE_ATOL)
+    np.testing.assert_allclose(e_orc, hfy.energy(torch.from_numpy(q), torch.from_numpy(X), 0.8, fast).numpy(), rtol=0,
+                               atol=ORACLE_ATOL)
+    q1, _ = oracle.update(q, X, 0.8, orc)
+    np.testing.assert_allclose(q1, hfy.update(torch.from_numpy(q), torch.from_numpy(X), 0.8, fast).numpy(), rtol=0,
+                               atol=ORACLE_ATOL)
+    if name != "ConstrainedSparsemax":  # (caps below 1: no structure is a vertex of its domain)
+        k = 2 if "(2" in name else 3
+        y = np.zeros((1, 6))
+        y[0, [1, 2, 4][:k]] = 1.0
+        planted = 40.0 * y - 20.0
+        np.testing.assert_allclose(orc.loss(planted, y), 0.0, rtol=0, atol=ORACLE_ATOL)
+        np.testing.assert_allclose(fast.loss(torch.from_numpy(planted), torch.from_numpy(y)).numpy(), 0.0, rtol=0,
+                                   atol=1e-9)

@@ -7,10 +7,10 @@ lazily, so ``import hfy`` never needs it.
 
 from ._core import SOLVER, SOLVER_OPTIONS
 from .entmax import Tsallis, entmax
-from .constrained_sparsemax import constrained_sparsemax
+from .constrained_sparsemax import ConstrainedSparsemax, constrained_sparsemax
 from .energy import energy, update
-from .ksubsets import ksubsets
-from .sequential_ksubsets import sequential_ksubsets
+from .ksubsets import KSubsets, ksubsets
+from .sequential_ksubsets import SequentialKSubsets, sequential_ksubsets
 from .fenchel_young import Regularizer
 from .post_transforms import Identity, L2Normalize, LayerNorm, PostTransform, Sign, Tanh
 from .normmax import NormEntropy, normmax
@@ -29,6 +29,9 @@ __all__ = [
     "ksubsets",
     "sequential_ksubsets",
     "constrained_sparsemax",
+    "KSubsets",
+    "SequentialKSubsets",
+    "ConstrainedSparsemax",
     "energy",
     "update",
     "PostTransform",

@@ -44,7 +44,7 @@ def energy(q, X, beta: float = 1.0, omega="softmax", psi="identity", constant: s
         return value
     if constant != "fy":
         raise ValueError(f"the oracle supports constant 'fy' or 'none'; got {constant!r}")
-    ybar = np.full(X.shape[0], 1.0 / X.shape[0])
+    ybar = omega.reference_point(X.shape[0])
     return value + psi.conjugate(X.T @ ybar) - omega.omega(ybar) / beta
 
 

@@ -41,7 +41,15 @@ class Regularizer:
 
     def omega(self, p, dim: int = -1) -> np.ndarray:
         p = np.asarray(p, dtype=np.float64)
-        return _reduce_along(lambda row: self.omega_value(row) if on_simplex(row) else np.inf, p, dim, "p")
+        return _reduce_along(lambda row: self.omega_value(row) if self.in_domain(row) else np.inf, p, dim, "p")
+
+    def in_domain(self, p: np.ndarray) -> bool:
+        """Whether the 1-D ``p`` lies in dom Ω (the simplex here)."""
+        return on_simplex(p)
+
+    def reference_point(self, n: int) -> np.ndarray:
+        """ȳ of the HFY energy constant: the barycentre of dom Ω (uniform on the simplex)."""
+        return np.full(n, 1.0 / n)
 
     def loss(self, theta, y, dim: int = -1) -> np.ndarray:
         theta = as_scores(theta, "theta")

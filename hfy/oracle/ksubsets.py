@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference._core import as_scores
+from ..reference.fenchel_young import masked_dot
 from ._core import cvxpy, solve_quietly
+from .fenchel_young import Regularizer
+
+#: Slack of the polytope membership tests of :meth:`KSubsets.in_domain` and friends.
+DOMAIN_TOL = 1e-9
 
 
 def project_capped(theta: np.ndarray, upper: np.ndarray, total: float, exact: bool = True) -> np.ndarray:
@@ -38,3 +43,39 @@ def ksubsets(z, k: int, dim: int = -1, exactly_k: bool = True) -> np.ndarray:
     flat = z.reshape(-1, z.shape[-1])
     out = np.stack([project_capped(row, np.ones_like(row), float(k), exactly_k) for row in flat])
     return np.moveaxis(out.reshape(z.shape), -1, dim)
+
+
+class KSubsets(Regularizer):
+    """Ω(μ) = ½‖μ‖² on {0 <= μ <= 1, Σ μ = k} (or <= k): the prediction map and Ω* are the solution and the
+    optimal value of the quadratic program.
+
+    See Also
+    --------
+    hfy.KSubsets, hfy.reference.KSubsets
+    """
+
+    margin = 1.0
+    simplex = False
+
+    def __init__(self, k: int, exactly_k: bool = True):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"`k` must be a positive int; got {k!r}")
+        self.k, self.exactly_k = int(k), bool(exactly_k)
+
+    def solve(self, theta: np.ndarray):
+        theta = np.asarray(theta, dtype=np.float64)
+        if self.exactly_k and np.isfinite(theta).sum() < self.k:
+            raise ValueError(f"`k`={self.k} exceeds the number of unmasked scores ({int(np.isfinite(theta).sum())})")
+        mu = project_capped(theta, np.ones_like(theta), float(self.k), self.exactly_k)
+        return mu, masked_dot(theta, mu) - 0.5 * float(mu @ mu)
+
+    def omega_value(self, p: np.ndarray) -> float:
+        return 0.5 * float(p @ p)
+
+    def in_domain(self, p: np.ndarray) -> bool:
+        total = p.sum()
+        fits = total <= self.k + DOMAIN_TOL if not self.exactly_k else abs(total - self.k) <= DOMAIN_TOL
+        return bool(np.all(p >= -DOMAIN_TOL) and np.all(p <= 1 + DOMAIN_TOL) and fits)
+
+    def reference_point(self, n: int) -> np.ndarray:
+        return np.full(n, self.k / n)

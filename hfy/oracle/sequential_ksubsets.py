@@ -15,6 +15,7 @@ from scipy import sparse
 
 from ..reference._core import as_scores
 from ._core import cvxpy, solve_quietly
+from .fenchel_young import Regularizer
 
 #: Enumeration is exponential: refuse inputs longer than this.
 MAX_N = 12
@@ -39,6 +40,11 @@ def enumerate_structures(n: int, k: int, transition: float, exactly_k: bool = Tr
 
 def sparsemap_enumerated(theta: np.ndarray, A: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     """μ = Aπ for the SparseMAP QP over the listed structures."""
+    return _enumerated(theta, A, b, w)[0]
+
+
+def _enumerated(theta: np.ndarray, A: np.ndarray, b: np.ndarray, w: float):
+    """(μ, optimal value Ω*(θ)) of the SparseMAP QP over the listed structures."""
     cp = cvxpy()
     c = A @ theta + w * b
     pi = cp.Variable(A.shape[0], nonneg=True)
@@ -47,10 +53,15 @@ def sparsemap_enumerated(theta: np.ndarray, A: np.ndarray, b: np.ndarray, w: flo
     if pi.value is None:
         raise RuntimeError(f"cvxpy failed: status {problem.status}")
     weights = np.clip(pi.value, 0.0, None)
-    return A.T @ (weights / weights.sum())
+    return A.T @ (weights / weights.sum()), float(problem.value)
 
 
 def sequential_ksubsets_flow(theta: np.ndarray, k: int, transition: float = 0.0, exactly_k: bool = True) -> np.ndarray:
+    """μ of SparseMAP over sequential k-subsets by the flow QP (see :func:`_flow`)."""
+    return _flow(theta, k, transition, exactly_k)[0]
+
+
+def _flow(theta: np.ndarray, k: int, transition: float = 0.0, exactly_k: bool = True):
     """SparseMAP over sequential k-subsets as a QP over the flows of the Viterbi lattice (any N).
 
     The budgeted Viterbi recursion is a directed acyclic graph on the nodes
@@ -64,7 +75,7 @@ def sequential_ksubsets_flow(theta: np.ndarray, k: int, transition: float = 0.0,
     n = theta.size
     if math.isinf(transition):
         A, b = enumerate_structures(n, k, transition, exactly_k)
-        return sparsemap_enumerated(theta, A, b, 0.0)
+        return _enumerated(theta, A, b, 0.0)
     w = float(transition)
     node = {}
     for i in range(n):
@@ -108,7 +119,7 @@ def sequential_ksubsets_flow(theta: np.ndarray, k: int, transition: float = 0.0,
     solve_quietly(problem)
     if f.value is None:
         raise RuntimeError(f"cvxpy failed: status {problem.status}")
-    return np.clip(unary @ f.value, 0.0, 1.0)
+    return np.clip(unary @ f.value, 0.0, 1.0), float(problem.value)
 
 
 def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exactly_k: bool = True,
@@ -139,3 +150,49 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
     else:
         raise ValueError(f"`method` must be 'flow' or 'enumerate'; got {method!r}")
     return np.moveaxis(out.reshape(z.shape), -1, dim)
+
+
+class SequentialKSubsets(Regularizer):
+    """SparseMAP over sequential k-subsets as a regulariser: μ and Ω*(θ) = max θᵀμ + w·(expected pairs) − ½‖μ‖²
+    are the solution and optimal value of the flow QP (windows, w = inf: the enumerated windows, N <= MAX_N).
+    Ω(μ) = ½‖μ‖² as in the other layers; with w != 0 the Fenchel-Young loss takes a structure as target and
+    subtracts its bonus w·b(y).
+
+    See Also
+    --------
+    hfy.SequentialKSubsets, hfy.reference.SequentialKSubsets
+    """
+
+    margin = float("inf")
+    simplex = False
+
+    def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"`k` must be a positive int; got {k!r}")
+        if math.isnan(float(transition)) or float(transition) == -math.inf:
+            raise ValueError(f"`transition` must be a number or +inf (windows); got {transition}")
+        self.k, self.transition, self.exactly_k = int(k), float(transition), bool(exactly_k)
+
+    def solve(self, theta: np.ndarray):
+        theta = np.asarray(theta, dtype=np.float64)
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("`theta` must be finite for sequential k-subsets")
+        return _flow(theta, self.k, self.transition, self.exactly_k)
+
+    def omega_value(self, p: np.ndarray) -> float:
+        return 0.5 * float(p @ p)
+
+    def in_domain(self, p: np.ndarray) -> bool:
+        return True  # (as in the other layers: ½‖μ‖² is evaluated wherever it is asked for)
+
+    def loss(self, theta, y, dim: int = -1) -> np.ndarray:
+        if self.transition == 0.0 or math.isinf(self.transition):
+            return super().loss(theta, y, dim)
+        y = np.asarray(y, dtype=np.float64)
+        yl = np.moveaxis(y, dim, -1)
+        if not np.all((yl == 0) | (yl == 1)):
+            raise ValueError("`y` must be a structure (0/1 entries) when the bonus is not 0")
+        return super().loss(theta, y, dim) - self.transition * np.sum(yl[..., :-1] * yl[..., 1:], axis=-1)
+
+    def reference_point(self, n: int) -> np.ndarray:
+        return np.full(n, self.k / n)
