@@ -21,7 +21,7 @@ import torch
 from ._core import check_scores, compute_dtype, move_back, move_to_last
 from .ksubsets import ksubsets
 from .fenchel_young import Regularizer
-from .sparsemap import SparseMAP, check_weight, resolve_max_iter, sparsemap
+from .sparsemap import SparseMAP, active_set, check_weight, resolve_max_iter, sparsemap
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -321,6 +321,29 @@ def saturate(theta: torch.Tensor, k: int, w: float, exactly_k: bool = True) -> t
     return out
 
 
+#: The bonus, relative to 1 + max|θ|, of the solve whose active set :func:`_right_of_zero` starts from.
+RIGHT_OF_ZERO = 1e-7
+
+
+def _right_of_zero(theta: torch.Tensor, k: int, exactly_k: bool, max_iter: int):
+    """The start of a solve at w = 0 whose derivative in w is the right derivative.
+
+    At w = 0 the solution is the k-subsets projection, and every mixture of structures with that mean is
+    optimal; the derivative in w of the active-set Jacobian (Aᵀ P b) depends on which mixture the solver
+    holds, and an arbitrary one gives a value that is neither one-sided derivative.  On a small interval
+    (0, ε) the solution moves along a line on one active set, whose closure holds the solution at 0: the
+    active set of a slightly positive w, used as the start at w = 0, keeps the solution exact and gives the
+    derivative of w -> 0+.
+    """
+    eps = RIGHT_OF_ZERO * (1.0 + float(theta.detach().abs().amax()))
+    sol = active_set(theta.detach(), _oracle(k, eps, exactly_k), eps, max_iter, start=_start(k, eps, exactly_k))
+
+    def start(t: torch.Tensor):
+        return sol.structures.clone(), sol.features, sol.weights
+
+    return start
+
+
 def _oracle(k: int, w: float, exactly_k: bool):
     def oracle(v: torch.Tensor):
         return budgeted_viterbi(v, k, w, exactly_k)
@@ -405,7 +428,10 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
         mu = sparsemap(flat, _oracle(k, math.inf, exactly_k), 0.0, max_iter)
     else:
         w_arg = transition.to(flat.dtype) if isinstance(transition, torch.Tensor) else w_val
-        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, max_iter, start=_start(k, w_val, exactly_k))
+        start = _start(k, w_val, exactly_k)
+        if w_val == 0.0 and isinstance(transition, torch.Tensor) and transition.requires_grad:
+            start = _right_of_zero(flat, k, exactly_k, max_iter)
+        mu = sparsemap(flat, _oracle(k, w_val, exactly_k), w_arg, max_iter, start=start)
     return move_back(mu.reshape(zl.shape).to(z.dtype), dim)
 
 
