@@ -268,11 +268,42 @@ def test_reference_jacobian_at_most_k_with_the_empty_structure_active():
 # --- bad input -----------------------------------------------------------------------------------------
 
 
-def test_masks_are_rejected():
-    with pytest.raises(ValueError, match="`z`"):
-        hfy.sequential_ksubsets(torch.tensor([0.1, -INF, 0.3]), 1)
-    with pytest.raises(ValueError, match="`z`"):
-        ref.sequential_ksubsets(np.array([0.1, -INF, 0.3]), 1)
+@pytest.mark.parametrize("w", [0.0, -0.4, 0.3, 1.5, INF])
+@pytest.mark.parametrize("exactly_k", [True, False])
+def test_masks(w, exactly_k):
+    """-inf masks an entry: its marginal is exactly 0, adjacent pairs never span it, and the marginals are
+    those of a finite score far below the others (in both layers, on random rows; "at most k" with fewer
+    than k unmasked scores too).  Rows without k unmasked scores (k consecutive ones for windows) raise
+    naming k; NaN and +inf raise naming z."""
+    rng = np.random.default_rng(abs(int(10 * (w if math.isfinite(w) else 9))) + 50 * exactly_k)
+    cases = 0
+    for _ in range(60):
+        n = int(rng.integers(4, 10))
+        k = int(rng.integers(1, n))
+        z = rng.normal(size=n) * rng.choice([0.5, 1.0, 3.0])
+        mask = rng.random(n) < 0.3
+        z[mask] = -INF
+        if math.isinf(w) and np.convolve(~mask, np.ones(k), mode="valid").max() < k:
+            continue
+        if not math.isinf(w) and exactly_k and (~mask).sum() < k:
+            continue
+        want = ref.sequential_ksubsets(np.where(mask, -200.0, z), k, w, exactly_k=exactly_k)
+        got = hfy.sequential_ksubsets(torch.from_numpy(z), k, w, exactly_k=exactly_k).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=REFERENCE_ATOL)
+        np.testing.assert_allclose(ref.sequential_ksubsets(z, k, w, exactly_k=exactly_k), want, rtol=0,
+                                   atol=REFERENCE_ATOL)
+        assert np.all(got[mask] == 0.0)
+        cases += 1
+    assert cases >= 20
+    short = np.array([0.1, -INF, 0.3, -INF, 0.2])
+    if exactly_k or math.isinf(w):
+        with pytest.raises(ValueError, match="`k`"):
+            hfy.sequential_ksubsets(torch.from_numpy(short), 2 if math.isinf(w) else 4, w, exactly_k=exactly_k)
+        with pytest.raises(ValueError, match="`k`"):
+            ref.sequential_ksubsets(short, 2 if math.isinf(w) else 4, w, exactly_k=exactly_k)
+    for bad in (math.nan, INF):
+        with pytest.raises(ValueError, match="`z`"):
+            hfy.sequential_ksubsets(torch.tensor([0.1, bad, 0.3]), 1, w, exactly_k=exactly_k)
 
 
 @pytest.mark.parametrize("k", [0, 4, 1.5, True])
@@ -569,7 +600,7 @@ def test_the_mixture_start_is_used_only_for_a_small_bonus_on_narrow_supports(exa
 @pytest.mark.parametrize("w,exactly_k", [(0.3, True), (-0.4, False), (2.0, True)])
 def test_regulariser_conjugate_takes_one_solve_with_the_danskin_gradient(monkeypatch, w, exactly_k):
     """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² comes from one warm-started active set (μ and the mixture π
-    together), along a middle dim too; its gradient is μ; -inf scores raise as in the prediction."""
+    together), along a middle dim too; its gradient is μ; -inf masks as in the prediction, NaN raises."""
     from hfy._torch import sparsemap as sm
 
     calls = []
@@ -590,9 +621,16 @@ def test_regulariser_conjugate_takes_one_solve_with_the_danskin_gradient(monkeyp
     value.sum().backward()
     np.testing.assert_allclose(t.grad.numpy(), ref.sequential_ksubsets(theta, 3, w, dim=1, exactly_k=exactly_k),
                                rtol=0, atol=REFERENCE_ATOL)
+    masked = theta.copy()
+    masked[0, 0, 0] = -math.inf  # a mask, in the conjugate too: as a score far below the others
+    stand_in = theta.copy()
+    stand_in[0, 0, 0] = -200.0
+    np.testing.assert_allclose(reg.conjugate(torch.from_numpy(masked), dim=1).numpy(),
+                               ref.SequentialKSubsets(3, w, exactly_k=exactly_k).conjugate(stand_in, dim=1), rtol=0,
+                               atol=REFERENCE_ATOL)
     bad = torch.from_numpy(theta.copy())
-    bad[0, 0, 0] = -math.inf
-    with pytest.raises(ValueError, match="finite"):
+    bad[0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="`z`"):
         reg.conjugate(bad, dim=1)
 
 

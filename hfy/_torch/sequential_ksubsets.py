@@ -360,8 +360,14 @@ def _saturated(flat: torch.Tensor, k: int, w: float, exactly_k: bool) -> torch.T
     largest = float(flat.detach().abs().amax())
     if largest <= SATURATE_ABOVE:
         return flat
-    out = flat if math.isinf(w) else saturate(flat, k, w, exactly_k)
-    largest = largest if math.isinf(w) else float(out.detach().abs().amax())
+    masked = bool(torch.isneginf(flat).any())
+    if math.isinf(w):
+        out = _unmask_windows(flat, k) if masked else flat
+    else:
+        out = saturate(flat, k, w, exactly_k)
+        if masked and not exactly_k:  # (rows with fewer than k unmasked scores: −inf is below −(1 + 2|w|))
+            out = out.clamp_min(-(1.0 + 2.0 * abs(w)))
+    largest = float(out.detach().abs().amax())
     if largest > MAX_SCORE:
         raise ValueError(f"`z` holds scores of magnitude {largest:.3g} that the solver cannot set aside (windows, or "
                          f"many huge scores with exactly_k=False); they must stay below {MAX_SCORE:g}, where "
@@ -369,15 +375,36 @@ def _saturated(flat: torch.Tensor, k: int, w: float, exactly_k: bool) -> torch.T
     return out
 
 
-def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int):
-    """The scores (checked), their length N along ``dim`` and the bonus as a float; clear errors otherwise."""
+def _unmask_windows(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """Windows (B, N) with −inf masks: masked scores set to a finite value low enough that no active window
+    holds them.  A window W with a masked entry j scores at most θ_j + (k − 1)·hi, and a window without
+    one at least k·(lo − 1) (v = θ − μ >= θ − 1; lo, hi: the row's smallest and largest unmasked scores),
+    so θ_j = k·(lo − 1) − (k − 1)·hi − 2 keeps W out of every active set, as −inf does; the marginals do
+    not change."""
+    finite = torch.isfinite(theta)
+    lo = torch.where(finite, theta, math.inf).amin(-1, keepdim=True)
+    hi = torch.where(finite, theta, -math.inf).amax(-1, keepdim=True)
+    return torch.where(finite, theta, (k * (lo - 1.0) - (k - 1) * hi - 2.0).detach())
+
+
+def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int, exactly_k: bool = True):
+    """The scores (checked), their length N along ``dim`` and the bonus as a float; clear errors otherwise.
+    −inf masks an entry; a row needs k unmasked scores (exactly k) or k consecutive ones (windows)."""
     z = check_scores(z, "z", dim)
     n = z.shape[dim]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"`k` must be an int in [1, N={n}]; got {k!r}")
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError("`z` must be finite for sequential_ksubsets (a -inf mask would break the chain)")
     w_val = check_weight(transition, "transition")
+    finite = torch.isfinite(z)
+    if not bool(finite.all()):
+        if bool((torch.isnan(z) | torch.isposinf(z)).any()):
+            raise ValueError("`z` contains NaN or +inf; use -inf to mask an entry")
+        if math.isinf(w_val):  # every row needs a window of k unmasked scores
+            runs = finite.movedim(dim, -1).to(torch.float64).unfold(-1, k, 1).sum(-1)
+            if bool((runs.amax(-1) < k).any()):
+                raise ValueError("`k`: with transition = inf some row has no k consecutive unmasked scores")
+        elif exactly_k and bool((finite.sum(dim) < k).any()):
+            raise ValueError(f"`k`={k} exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
     if math.isnan(w_val):
         raise ValueError("`transition` must not be NaN")
     if math.isfinite(w_val) and abs(w_val) > MAX_SCORE:
@@ -395,7 +422,8 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     Parameters
     ----------
     z : Tensor, shape (..., N, ...)
-        Unary scores (finite: a mask would break the chain).
+        Unary scores; ``-inf`` masks an entry (output exactly 0; adjacent pairs never span it).  A row
+        needs k unmasked scores (exactly k), or k consecutive ones (windows).
     k : int
         Number of selected positions, 1 <= k <= N.
     transition : float or 0-dim Tensor
@@ -418,7 +446,7 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     --------
     hfy.reference.sequential_ksubsets, hfy.oracle.sequential_ksubsets, SequentialKSubsets
     """
-    z, n, w_val = _checked(z, k, transition, dim)
+    z, n, w_val = _checked(z, k, transition, dim, exactly_k)
     max_iter = resolve_max_iter(max_iter, n)
     zl = move_to_last(z, dim)
     if zl.numel() == 0:  # an empty batch
@@ -456,7 +484,7 @@ class SequentialKSubsets(SparseMAP):
 
     def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
         if self.w != 0.0:  # (w = 0 and windows go through predict, which checks)
-            _checked(theta, self.k, self.transition, dim)
+            _checked(theta, self.k, self.transition, dim, self.exactly_k)
             flat, shape = self._flat(theta, dim)
             if flat.shape[0]:  # (μ and the mixture's bonus are those of the saturated scores)
                 flat = _saturated(flat.to(compute_dtype(theta.dtype)), self.k, self.w, self.exactly_k)

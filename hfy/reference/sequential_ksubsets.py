@@ -87,7 +87,8 @@ def saturate(theta: np.ndarray, k: int, w: float, exactly_k: bool = True) -> np.
     m = 1.0 + 2.0 * abs(w)
     n = theta.size
     s = np.sort(theta)[::-1]
-    gaps = np.append(s[:-1] - s[1:], np.inf)  # gaps[p − 1]: between the first p scores and the rest
+    with np.errstate(invalid="ignore"):  # (−inf − −inf between masked entries: NaN, no gap)
+        gaps = np.append(s[:-1] - s[1:], np.inf)  # gaps[p − 1]: between the first p scores and the rest
     cuts = [p for p in range(1, k + 1) if gaps[p - 1] > m and (exactly_k or s[p - 1] > m)]
     h = max(cuts, default=0)
     low = min((p for p in range(k, n) if gaps[p - 1] > m), default=n)
@@ -108,8 +109,20 @@ def sequential_ksubsets_solve(theta: np.ndarray, k: int, transition: float = 0.0
     w = float(transition)
     if math.isnan(w) or w == -math.inf:
         raise ValueError(f"`transition` must be a number or +inf (windows); got {w}")
+    finite = np.isfinite(theta)
+    if not finite.all():  # −inf masks an entry
+        if math.isinf(w):
+            if np.convolve(finite, np.ones(k), mode="valid").max() < k:
+                raise ValueError("`k`: with transition = inf the row has no k consecutive unmasked scores")
+            lo, hi = theta[finite].min(), theta[finite].max()
+            # a window holding a masked entry then scores below every unmasked window (see the torch twin)
+            theta = np.where(finite, theta, k * (lo - 1.0) - (k - 1) * hi - 2.0)
+        elif exactly_k:
+            _check_k(k, int(finite.sum()))
     largest = float(np.max(np.abs(theta))) if theta.size else 0.0
     solved = theta if math.isinf(w) or largest <= SATURATE_ABOVE else saturate(theta, k, w, exactly_k)
+    if not exactly_k and not finite.all():  # (−inf below −(1 + 2|w|): never selected with at most k)
+        solved = np.maximum(solved, -(1.0 + 2.0 * abs(w)))
     if largest > SATURATE_ABOVE and float(np.max(np.abs(solved))) > MAX_SCORE:
         raise ValueError(f"`z` holds scores the solver cannot set aside (windows, or many huge scores with "
                          f"exactly_k=False); they must stay below {MAX_SCORE:g}: rescale `z`")
@@ -124,7 +137,7 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
     Parameters
     ----------
     z : array_like, shape (..., N, ...)
-        Unary scores (finite).
+        Unary scores; −inf masks an entry (a row needs k unmasked scores, k consecutive ones for windows).
     k : int
         Number of selected positions.
     transition : float
@@ -137,9 +150,7 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
     --------
     hfy.sequential_ksubsets, hfy.oracle.sequential_ksubsets
     """
-    z = as_scores(z)
-    if not np.all(np.isfinite(z)):
-        raise ValueError("`z` must be finite for sequential_ksubsets (masking breaks the chain)")
+    z = as_scores(z)  # (−inf masks an entry)
     return apply_along(lambda row: sequential_ksubsets_solve(row, k, transition, exactly_k).mu, z, dim)
 
 
