@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import hfy
 import hfy.reference as ref
 from hfy.experiments import metastable as ms
 from hfy.experiments._tidy import COLUMNS
@@ -87,3 +88,18 @@ def test_bad_arguments():
         ms.method_omega("3-entmax")
     with pytest.raises(ValueError):
         ms.final_weights(torch.zeros(2, 3), torch.zeros(1, 3), 1.0, "softmax", n_iter=0)
+
+
+def test_ksubsets_columns_concentrate_at_support_k():
+    """The k-subsets columns of E1: KSubsets(k) regularisers, support k for most queries at a high β, and the
+    criterion that reads it (it holds in the stored MNIST rows)."""
+    for label, k in zip(ms.KSUBSETS, (2, 4, 8)):
+        reg = ms.method_omega(label)
+        assert isinstance(reg, hfy.KSubsets) and reg.k == k
+    rows = ms.run("smoke", methods=ms.KSUBSETS, betas=(1.0, 16.0))
+    h = ms.histogram(rows)
+    for label, k in zip(ms.KSUBSETS, (2, 4, 8)):
+        assert h[(16.0, label)][k - 1] >= 95.0
+    stored = ms.stored_rows()
+    if stored is not None:
+        assert ms.criteria(stored)["high_ksubsets_at_k"]

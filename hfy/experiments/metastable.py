@@ -40,8 +40,14 @@ import hfy
 
 from ._tidy import read_csv, row, select, stored_path, write_csv
 
-#: Column labels of the table, in order (the k-subsets columns are not covered here).
+#: Column labels of the simplex maps, in order.
 METHODS: Tuple[str, ...] = ("softmax", "1.5-entmax", "sparsemax", "2-normmax", "5-normmax")
+
+#: Column labels of the structured maps: SparseMAP over k-subsets, k = 2, 4, 8.
+KSUBSETS: Tuple[str, ...] = ("2-subsets", "4-subsets", "8-subsets")
+
+#: Every column of the papers' table, in order.
+ALL_METHODS: Tuple[str, ...] = METHODS + KSUBSETS
 
 #: The two inverse temperatures of the papers' table.
 BETAS: Tuple[float, ...] = (0.1, 1.0)
@@ -57,8 +63,8 @@ BINS: Tuple[str, ...] = tuple(str(s) for s in range(1, 11)) + (">10",)
 
 TIERS: Dict[str, Dict[str, object]] = {
     "smoke": dict(dataset="digits", methods=("softmax", "sparsemax"), dtype=torch.float32),
-    "book": dict(dataset="digits", methods=METHODS, dtype=torch.float32),
-    "full": dict(dataset="mnist_5k", methods=METHODS, dtype=torch.float64),
+    "book": dict(dataset="digits", methods=ALL_METHODS, dtype=torch.float32),
+    "full": dict(dataset="mnist_5k", methods=ALL_METHODS, dtype=torch.float64),
 }
 
 
@@ -68,12 +74,13 @@ def method_omega(label: str) -> hfy.Regularizer:
     Parameters
     ----------
     label : str
-        One of :data:`METHODS`.
+        One of :data:`ALL_METHODS`.
 
     Returns
     -------
     hfy.Regularizer
-        ``Shannon()`` (softmax), ``Tsallis(1.5)``, ``Tsallis(2)`` (sparsemax), ``NormEntropy(2)`` or ``NormEntropy(5)``.
+        ``Shannon()`` (softmax), ``Tsallis(1.5)``, ``Tsallis(2)`` (sparsemax), ``NormEntropy(2)``,
+        ``NormEntropy(5)``, or ``KSubsets(k)`` for "k-subsets" (the update then returns sums of k patterns).
     """
     table = {
         "softmax": hfy.Shannon,
@@ -81,9 +88,12 @@ def method_omega(label: str) -> hfy.Regularizer:
         "sparsemax": lambda: hfy.Tsallis(2.0),
         "2-normmax": lambda: hfy.NormEntropy(2.0),
         "5-normmax": lambda: hfy.NormEntropy(5.0),
+        "2-subsets": lambda: hfy.KSubsets(2),
+        "4-subsets": lambda: hfy.KSubsets(4),
+        "8-subsets": lambda: hfy.KSubsets(8),
     }
     if label not in table:
-        raise ValueError(f"`label` must be one of {METHODS}; got {label!r}")
+        raise ValueError(f"`label` must be one of {ALL_METHODS}; got {label!r}")
     return table[label]()
 
 
@@ -187,7 +197,7 @@ def run(tier: str = "book", *, dataset: Optional[str] = None, betas: Sequence[fl
     betas : sequence of float
         Inverse temperatures (the papers use 0.1 and 1).
     methods : sequence of str, optional
-        Subset of :data:`METHODS`; overrides the tier's.
+        Subset of :data:`ALL_METHODS`; overrides the tier's.
     n_iter : int
         CCCP iterations.
     dtype : torch.dtype, optional
@@ -221,7 +231,7 @@ def run(tier: str = "book", *, dataset: Optional[str] = None, betas: Sequence[fl
             p = final_weights(memories, queries, float(beta), reg, n_iter)
             sizes = support_sizes(p, threshold(label))
             pct = support_histogram(sizes)
-            param = getattr(reg, "alpha", getattr(reg, "gamma", 1.0))
+            param = getattr(reg, "alpha", getattr(reg, "gamma", getattr(reg, "k", 1.0)))
             common = dict(experiment="E1", dataset=dataset, method=label, omega=type(reg).__name__,
                           omega_param=float(param), psi="Identity", beta=float(beta), N=int(memories.shape[0]),
                           seed=0, tier=tier)
@@ -253,7 +263,7 @@ def histogram(rows: Sequence[Dict[str, object]]) -> Dict[Tuple[float, str], List
     """The table's cells: {(β, method): [percent at support 1, …, 10, > 10]}, from tidy rows."""
     out: Dict[Tuple[float, str], List[float]] = {}
     keys = sorted({(float(r["beta"]), r["method"]) for r in rows},
-                  key=lambda k: (k[0], METHODS.index(k[1]) if k[1] in METHODS else len(METHODS)))
+                  key=lambda k: (k[0], ALL_METHODS.index(k[1]) if k[1] in ALL_METHODS else len(ALL_METHODS)))
     for beta, method in keys:
         cells = []
         for name in BINS:
@@ -295,11 +305,16 @@ def criteria(rows: Sequence[Dict[str, object]], low: float = 0.1, high: float = 
         ``low_softmax_diffuse``: softmax has > 50 % of queries at support > 10 at β = low;
         ``low_sparsemax_singletons``: sparsemax has >= 80 % singletons at β = low;
         ``low_5normmax_most_pairs``: 5-normmax has the largest support-2 share of the five maps at β = low;
-        ``low_5normmax_fewer_singletons``: 5-normmax has fewer singletons than sparsemax at β = low.
+        ``low_5normmax_fewer_singletons``: 5-normmax has fewer singletons than sparsemax at β = low;
+        ``high_ksubsets_at_k`` (when the rows have k-subsets columns): each has >= 95 % of queries at
+        support k at β = high.
     """
     h = histogram(rows)
     sparse = [m for m in METHODS if m != "softmax"]
-    return {
+    structured = [m for m in KSUBSETS if (high, m) in h]
+    out = {} if not structured else {
+        "high_ksubsets_at_k": all(h[(high, m)][int(m.split("-")[0]) - 1] >= 95.0 for m in structured)}
+    return out | {
         "high_sparse_singletons": all(h[(high, m)][0] >= 99.0 for m in sparse),
         "low_softmax_diffuse": h[(low, "softmax")][-1] > 50.0,
         "low_sparsemax_singletons": h[(low, "sparsemax")][0] >= 80.0,
@@ -362,7 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(f"{name}: {'holds' if ok else 'fails'}")
 
 
-__all__ = ["METHODS", "BETAS", "BINS", "N_ITER", "SOFTMAX_THRESHOLD", "TIERS", "method_omega", "threshold",
+__all__ = ["METHODS", "KSUBSETS", "ALL_METHODS", "BETAS", "BINS", "N_ITER", "SOFTMAX_THRESHOLD", "TIERS", "method_omega", "threshold",
            "load_split", "final_weights", "support_sizes", "support_histogram", "run", "histogram",
            "format_table", "criteria", "score_scale", "plot_supports", "main", "read_csv", "write_csv", "select",
            "STORED", "stored_rows"]
