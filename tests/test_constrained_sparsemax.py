@@ -281,3 +281,82 @@ def test_cuda_matches_cpu(dtype):
     assert (out.cpu() - hfy.constrained_sparsemax(z, u)).abs().max().item() <= dtype_atol(dtype)
     (out * torch.linspace(-1, 1, 50, device="cuda", dtype=dtype)).sum().backward()
     assert not torch.isnan(zc.grad).any() and not torch.isnan(uc.grad).any()
+
+
+# --- the double-constrained version: lower bounds -------------------------------------------------------------
+
+
+def random_floors(upper, seed, scale=0.6):
+    """Floors 0 <= l <= u whose rows sum to at most ``scale`` (< 1, so the problem is feasible)."""
+    l = np.random.default_rng(seed).uniform(0.0, 1.0, size=upper.shape) * upper
+    total = l.sum(-1, keepdims=True)
+    return np.where(total > scale, l * scale / total, l)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lower_bounds_in_three_layers(seed):
+    """clip(z − τ, l, u) with Σ = 1 (spec §9): the oracle's QP, the reference and the torch path agree, the
+    output lies within its bounds and sums to 1; with masks and along a middle dim too."""
+    z = random_scores((4, 7), 2.0, seed)
+    u = random_caps((4, 7), seed + 10)
+    l = random_floors(u, seed + 20)
+    want = ref.constrained_sparsemax(z, u, lower=l)
+    np.testing.assert_allclose(oracle.constrained_sparsemax(z, u, lower=l), want, rtol=0, atol=ORACLE_ATOL)
+    got = hfy.constrained_sparsemax(torch.from_numpy(z), torch.from_numpy(u), lower=torch.from_numpy(l)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=REFERENCE_ATOL)
+    assert np.all(want >= l - PROPERTY_ATOL) and np.all(want <= u + PROPERTY_ATOL)
+    np.testing.assert_allclose(want.sum(-1), 1.0, rtol=0, atol=PROPERTY_ATOL)
+    zm = z.copy()
+    zm[:, 0] = NINF  # masked: output 0 whatever its floor
+    um = np.where(np.isfinite(zm), u, u)
+    um[:, 1:] = random_caps((4, 6), seed + 30)
+    lm = random_floors(um, seed + 40)
+    masked = ref.constrained_sparsemax(zm, um, lower=lm)
+    assert np.all(masked[:, 0] == 0.0)
+    got = hfy.constrained_sparsemax(torch.from_numpy(zm), torch.from_numpy(um), lower=torch.from_numpy(lm))
+    np.testing.assert_allclose(got.numpy(), masked, rtol=0, atol=REFERENCE_ATOL)
+    mid = hfy.constrained_sparsemax(torch.from_numpy(z.T.copy()), torch.from_numpy(u.T.copy()), dim=0,
+                                    lower=torch.from_numpy(l.T.copy()))
+    np.testing.assert_allclose(mid.numpy().T, want, rtol=0, atol=REFERENCE_ATOL)
+
+
+def test_lower_bound_gradients():
+    """∂L/∂l = 1_{R0} ⊙ (g − ḡ) (spec §9): the reference VJP against central differences, and the torch
+    backward against the reference and gradcheck in z, u and l together."""
+    rng = np.random.default_rng(5)
+    for seed in range(8):
+        z = random_scores(6, 2.0, seed + 50)
+        u = random_caps((6,), seed + 60)
+        l = random_floors(u[None], seed + 70)[0]
+        g = rng.normal(size=6)
+        gz, gu, gl = constrained_sparsemax_vjp(z, u, g, lower=l)
+        fd = finite_difference_jacobian(lambda t: ref.constrained_sparsemax(z, u, lower=t), l)
+        np.testing.assert_allclose(gl, fd.T @ g, rtol=0, atol=FD_ATOL)
+        zt, ut, lt = (torch.from_numpy(a).requires_grad_() for a in (z, u, l))
+        out = hfy.constrained_sparsemax(zt, ut, lower=lt)
+        tz, tu, tl = torch.autograd.grad(out, (zt, ut, lt), torch.from_numpy(g))
+        for fast, slow in ((tz, gz), (tu, gu), (tl, gl)):
+            np.testing.assert_allclose(fast.numpy(), slow, rtol=0, atol=REFERENCE_ATOL)
+    z = torch.from_numpy(random_scores((3, 6), 2.0, 80)).requires_grad_()
+    u = torch.from_numpy(random_caps((3, 6), 81)).requires_grad_()
+    l = torch.from_numpy(random_floors(u.detach().numpy(), 82)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: hfy.constrained_sparsemax(a, b, lower=c), (z, u, l), **GRADCHECK)
+
+
+def test_lower_bound_errors_and_edges():
+    z = torch.randn(2, 5, dtype=torch.float64)
+    u = torch.full((5,), 0.5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="`lower`"):
+        hfy.constrained_sparsemax(z, u, lower=torch.full((5,), 0.6, dtype=torch.float64))  # above the caps
+    with pytest.raises(ValueError, match="`lower`"):
+        hfy.constrained_sparsemax(z, u, lower=torch.full((5,), 0.3, dtype=torch.float64))  # Σ l > 1
+    with pytest.raises(ValueError, match="`lower`"):
+        hfy.constrained_sparsemax(z, u, lower=torch.full((5,), -0.1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="`lower`"):
+        ref.constrained_sparsemax(z.numpy(), u.numpy(), lower=np.full(5, 0.3))
+    floors = torch.full((5,), 0.2, dtype=torch.float64)  # Σ l = 1: the only point is l
+    np.testing.assert_allclose(hfy.constrained_sparsemax(z, u, lower=floors).numpy(), 0.2, rtol=0,
+                               atol=PROPERTY_ATOL)
+    reg = hfy.ConstrainedSparsemax(u, torch.full((5,), 0.1, dtype=torch.float64))
+    np.testing.assert_allclose(reg.reference_point(5, z).numpy(), 0.2, rtol=0, atol=PROPERTY_ATOL)
+    assert (reg.predict(z) >= 0.1 - PROPERTY_ATOL).all()

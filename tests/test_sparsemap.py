@@ -531,6 +531,8 @@ def _structured_triples():
         ("KSubsets(3, at most)", oracle.KSubsets(3, False), ref.KSubsets(3, False), hfy.KSubsets(3, False)),
         ("ConstrainedSparsemax", oracle.ConstrainedSparsemax(u), ref.ConstrainedSparsemax(u),
          hfy.ConstrainedSparsemax(torch.from_numpy(u))),
+        ("ConstrainedSparsemax with floors", oracle.ConstrainedSparsemax(u, 0.3 * u), ref.ConstrainedSparsemax(u, 0.3 * u),
+         hfy.ConstrainedSparsemax(torch.from_numpy(u), torch.from_numpy(0.3 * u))),
         ("SequentialKSubsets(2, 0.3)", oracle.SequentialKSubsets(2, 0.3), ref.SequentialKSubsets(2, 0.3),
          hfy.SequentialKSubsets(2, 0.3)),
         ("SequentialKSubsets(3, -0.4, at most)", oracle.SequentialKSubsets(3, -0.4, False),
@@ -558,7 +560,7 @@ def test_structured_regularisers_in_three_layers(name, orc, reference, fast):
     q1, _ = oracle.update(q, X, 0.8, orc)
     np.testing.assert_allclose(q1, hfy.update(torch.from_numpy(q), torch.from_numpy(X), 0.8, fast).numpy(), rtol=0,
                                atol=ORACLE_ATOL)
-    if name != "ConstrainedSparsemax":  # (caps below 1: no structure is a vertex of its domain)
+    if not name.startswith("ConstrainedSparsemax"):  # (caps below 1: no structure is a vertex of its domain)
         k = 2 if "(2" in name else 3
         y = np.zeros((1, 6))
         y[0, [1, 2, 4][:k]] = 1.0

@@ -124,7 +124,9 @@ class _CappedProjection(torch.autograd.Function):
             cz = ((mu >= u) & (u > 0)).to(g.dtype)
             gu = torch.where(count > 0, cz * (g - gbar), torch.zeros_like(g))
             gu = gu.to(grad.dtype)
-        return gz.to(grad.dtype), gu, None, None, None, None, None
+        # the total moves τ by −1/|F|, and each free entry by 1/|F|: ∂L/∂total = ḡ_F (0 with no free entry)
+        gt = gbar.to(grad.dtype) if ctx.needs_input_grad[2] else None
+        return gz.to(grad.dtype), gu, gt, None, None, None, None
 
 
 def _row_param(value, z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
@@ -213,45 +215,68 @@ def budget_bisect(X: torch.Tensor, budget: IntLike = 2, dim: int = -1, n_iter: O
     return ksubsets(X, budget, dim, exactly_k=True)
 
 
-def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Projection onto {p in the simplex, p <= upper} along ``dim`` (eq-constrained_sparsemax-map).
+def _bounds(value, z: torch.Tensor, name: str) -> torch.Tensor:
+    """Per-entry bounds broadcast to the scores ``z``: finite, >= 0, floating; clear errors naming them."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value, dtype=z.dtype, device=z.device)
+    if not value.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor")
+    if value.shape != z.shape:
+        try:
+            value = value.expand_as(z)
+        except RuntimeError:
+            raise ValueError(f"`{name}` of shape {tuple(value.shape)} does not broadcast to the scores "
+                             f"{tuple(z.shape)}") from None
+    if bool((value < 0).any()) or not bool(torch.isfinite(value).all()):
+        raise ValueError(f"`{name}` must be finite and >= 0")
+    return value
 
-    Differentiable with respect to ``z`` and ``upper``.
+
+def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1,
+                          lower: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Projection onto {p in the simplex, lower <= p <= upper} along ``dim`` (eq-constrained_sparsemax-map).
+
+    Differentiable with respect to ``z``, ``upper`` and ``lower``.  With lower bounds (the double-constrained
+    version) the projection is clip(z − τ, l, u) = l + clip((z − l) − τ, 0, u − l) with a total of 1 − Σ l:
+    the capped projection of z − l, so the same solver serves both.
 
     Parameters
     ----------
     z : Tensor, shape (..., N, ...)
-        Scores; ``-inf`` masks an entry (output 0, like an upper bound of 0).
+        Scores; ``-inf`` masks an entry (output 0, like an upper bound of 0; its lower bound is ignored).
     upper : Tensor, broadcastable to ``z``
         Caps u >= 0; the unmasked caps of every row must sum to at least 1 (else ``ValueError``).
+    lower : Tensor, broadcastable to ``z``, optional
+        Floors 0 <= l <= u; the unmasked floors of every row must sum to at most 1 (else ``ValueError``).
 
     See Also
     --------
     hfy.reference.constrained_sparsemax, hfy.oracle.constrained_sparsemax
     """
     z = check_scores(z, "z", dim)
-    if not isinstance(upper, torch.Tensor):
-        upper = torch.as_tensor(upper, dtype=z.dtype, device=z.device)
-    if not upper.is_floating_point():
-        raise TypeError("`upper` must be a floating-point tensor")
-    if upper.shape != z.shape:
-        try:
-            upper = upper.expand_as(z)
-        except RuntimeError:
-            raise ValueError(f"`upper` of shape {tuple(upper.shape)} does not broadcast to the scores "
-                             f"{tuple(z.shape)}") from None
-    if bool((upper < 0).any()) or not bool(torch.isfinite(upper).all()):
-        raise ValueError("`upper` must be finite and >= 0")
+    upper = _bounds(upper, z, "upper")
     zl, ul = move_to_last(z, dim), move_to_last(upper, dim)
     if bool(torch.isnan(zl).any()) or bool(torch.isposinf(zl).any()):
         raise ValueError("`z` contains NaN or +inf; use -inf to mask an entry")
-    room = torch.where(torch.isfinite(zl), ul, torch.zeros_like(ul)).sum(-1)
+    finite = torch.isfinite(zl)
+    room = torch.where(finite, ul, torch.zeros_like(ul)).sum(-1)
     if bool((room < 1 - 8 * torch.finfo(room.dtype).eps).any()):
         raise ValueError("infeasible: in some row the unmasked entries of `upper` sum to less than 1")
     total = torch.ones_like(zl[..., :1], dtype=compute_dtype(z.dtype))
     masked = bool(torch.isneginf(zl).any())
-    out = _CappedProjection.apply(zl, ul, total, True, upper.requires_grad, masked)
-    return move_back(out, dim)
+    if lower is None:
+        out = _CappedProjection.apply(zl, ul, total, True, upper.requires_grad, masked)
+        return move_back(out, dim)
+    ll = move_to_last(_bounds(lower, z, "lower"), dim)
+    if bool((ll > ul).any()):
+        raise ValueError("`lower` must be at most `upper` everywhere")
+    ll = torch.where(finite, ll, torch.zeros_like(ll))  # (a masked entry's floor does not count)
+    floor = ll.sum(-1, keepdim=True).to(total.dtype)
+    if bool((floor > 1 + 8 * torch.finfo(floor.dtype).eps).any()):
+        raise ValueError("infeasible: in some row the unmasked entries of `lower` sum to more than 1")
+    caps = ul - ll
+    out = _CappedProjection.apply(zl - ll, caps, (total - floor).clamp_min(0.0), True, caps.requires_grad, masked)
+    return move_back(ll + out, dim)
 
 
 class KSubsets(Regularizer):
@@ -302,9 +327,10 @@ class KSubsets(Regularizer):
 
 
 class ConstrainedSparsemax(Regularizer):
-    """Ω(p) = ½‖p‖² on {p in the simplex, p <= upper}: the regulariser of :func:`constrained_sparsemax`.
+    """Ω(p) = ½‖p‖² on {p in the simplex, lower <= p <= upper}: the regulariser of :func:`constrained_sparsemax`.
 
-    ``upper`` (shape (N,) or broadcastable to the scores) is fixed for the lifetime of the object;
+    ``upper`` and the optional ``lower`` (shape (N,) or broadcastable to the scores) are fixed for the
+    lifetime of the object;
     within a recall episode this makes the HFY dynamics a descent method for this Ω.
     """
 
@@ -315,23 +341,29 @@ class ConstrainedSparsemax(Regularizer):
     #: threshold maps, would need their caps gathered too)
     threshold = False
 
-    def __init__(self, upper: torch.Tensor):
-        if not isinstance(upper, torch.Tensor):
-            upper = torch.as_tensor(upper, dtype=torch.get_default_dtype())
-        if not upper.is_floating_point():
-            raise TypeError("`upper` must be a floating-point tensor")
-        self.upper = upper
+    def __init__(self, upper: torch.Tensor, lower: Optional[torch.Tensor] = None):
+        def as_bounds(value, name):
+            if not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+            if not value.is_floating_point():
+                raise TypeError(f"`{name}` must be a floating-point tensor")
+            return value
+
+        self.upper = as_bounds(upper, "upper")
+        self.lower = None if lower is None else as_bounds(lower, "lower")
 
     def predict(self, theta: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        return constrained_sparsemax(theta, self.upper.to(theta.dtype), dim)
+        lower = None if self.lower is None else self.lower.to(theta.dtype)
+        return constrained_sparsemax(theta, self.upper.to(theta.dtype), dim, lower)
 
     def omega(self, p: torch.Tensor, dim: int = -1) -> torch.Tensor:
         return 0.5 * (p * p).sum(dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         """The point of the domain closest to uniform: constrained sparsemax of zero scores."""
+        lower = None if self.lower is None else self.lower.to(dtype=like.dtype, device=like.device).expand(n)
         return constrained_sparsemax(torch.zeros(n, dtype=like.dtype, device=like.device),
-                                     self.upper.to(dtype=like.dtype, device=like.device).expand(n))
+                                     self.upper.to(dtype=like.dtype, device=like.device).expand(n), -1, lower)
 
     def max_entropy(self, n: int) -> float:
         raise ValueError("ConstrainedSparsemax has no entropy on the full simplex")

@@ -10,8 +10,8 @@ from .fenchel_young import Regularizer
 from .ksubsets import DOMAIN_TOL, project_capped
 
 
-def constrained_sparsemax(z, upper, dim: int = -1) -> np.ndarray:
-    """argmin_p ‖p − z‖² s.t. p in the simplex and p <= u, solved by CLARABEL.
+def constrained_sparsemax(z, upper, dim: int = -1, lower=None) -> np.ndarray:
+    """argmin_p ‖p − z‖² s.t. p in the simplex and l <= p <= u (l = 0 unless given), solved by CLARABEL.
 
     See Also
     --------
@@ -19,14 +19,16 @@ def constrained_sparsemax(z, upper, dim: int = -1) -> np.ndarray:
     """
     z = as_scores(z)
     upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), z.shape)
-    zm, um = np.moveaxis(z, dim, -1), np.moveaxis(upper, dim, -1)
-    flat = zip(zm.reshape(-1, zm.shape[-1]), um.reshape(-1, um.shape[-1]))
-    out = np.stack([project_capped(a, b, 1.0, True) for a, b in flat])
+    lower = np.zeros(z.shape) if lower is None else np.broadcast_to(np.asarray(lower, dtype=np.float64), z.shape)
+    zm, um, lm = (np.moveaxis(a, dim, -1) for a in (z, upper, lower))
+    flat = zip(*(a.reshape(-1, zm.shape[-1]) for a in (zm, um, lm)))
+    out = np.stack([project_capped(a, b, 1.0, True, c) for a, b, c in flat])
     return np.moveaxis(out.reshape(zm.shape), -1, dim)
 
 
 class ConstrainedSparsemax(Regularizer):
-    """Ω(p) = ½‖p‖² on {p in the simplex, p <= upper} (caps fixed per position), as a quadratic program.
+    """Ω(p) = ½‖p‖² on {p in the simplex, lower <= p <= upper} (bounds fixed per position), as a quadratic
+    program.
 
     See Also
     --------
@@ -36,24 +38,28 @@ class ConstrainedSparsemax(Regularizer):
     margin = 1.0
     simplex = False
 
-    def __init__(self, upper):
+    def __init__(self, upper, lower=None):
         self.upper = np.asarray(upper, dtype=np.float64)
+        self.lower = np.zeros(()) if lower is None else np.asarray(lower, dtype=np.float64)
 
-    def _caps(self, n: int) -> np.ndarray:
-        return np.broadcast_to(self.upper, (n,))
+    def _caps(self, n: int):
+        return np.array(np.broadcast_to(self.upper, (n,))), np.array(np.broadcast_to(self.lower, (n,)))
 
     def solve(self, theta: np.ndarray):
         theta = np.asarray(theta, dtype=np.float64)
-        p = project_capped(theta, np.array(self._caps(theta.size)), 1.0, True)
+        upper, lower = self._caps(theta.size)
+        p = project_capped(theta, upper, 1.0, True, lower)
         return p, masked_dot(theta, p) - 0.5 * float(p @ p)
 
     def omega_value(self, p: np.ndarray) -> float:
         return 0.5 * float(p @ p)
 
     def in_domain(self, p: np.ndarray) -> bool:
-        return bool(np.all(p >= -DOMAIN_TOL) and np.all(p <= self._caps(p.size) + DOMAIN_TOL)
+        upper, lower = self._caps(p.size)
+        return bool(np.all(p >= lower - DOMAIN_TOL) and np.all(p <= upper + DOMAIN_TOL)
                     and abs(p.sum() - 1.0) <= DOMAIN_TOL)
 
     def reference_point(self, n: int) -> np.ndarray:
         """The point of the domain closest to uniform: constrained sparsemax of zero scores."""
-        return project_capped(np.zeros(n), np.array(self._caps(n)), 1.0, True)
+        upper, lower = self._caps(n)
+        return project_capped(np.zeros(n), upper, 1.0, True, lower)

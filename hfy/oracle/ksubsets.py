@@ -13,22 +13,25 @@ from .fenchel_young import Regularizer
 DOMAIN_TOL = 1e-9
 
 
-def project_capped(theta: np.ndarray, upper: np.ndarray, total: float, exact: bool = True) -> np.ndarray:
-    """argmin_μ ‖μ − θ‖² s.t. 0 <= μ <= u, Σ μ = total (or <= total); −inf entries fixed to 0."""
+def project_capped(theta: np.ndarray, upper: np.ndarray, total: float, exact: bool = True,
+                   lower=None) -> np.ndarray:
+    """argmin_μ ‖μ − θ‖² s.t. l <= μ <= u (l = 0 unless given), Σ μ = total (or <= total); −inf entries fixed
+    to 0."""
     cp = cvxpy()
     finite = np.isfinite(theta)
     out = np.zeros_like(theta)
     th, u = theta[finite], upper[finite]
+    low = np.zeros_like(th) if lower is None else np.asarray(lower, dtype=np.float64)[finite]
     if exact:  # the projection with Σ μ = total is invariant to shifting θ: keep the scores moderate
         th = th - th.max()
     mu = cp.Variable(th.size)
     budget = cp.sum(mu) == total if exact else cp.sum(mu) <= total
     # max θᵀμ − ½‖μ‖² (the SparseMAP form) rather than min ‖μ − θ‖², which squares large scores
-    problem = cp.Problem(cp.Maximize(th @ mu - 0.5 * cp.sum_squares(mu)), [mu >= 0, mu <= u, budget])
+    problem = cp.Problem(cp.Maximize(th @ mu - 0.5 * cp.sum_squares(mu)), [mu >= low, mu <= u, budget])
     solve_quietly(problem)
     if mu.value is None:
         raise RuntimeError(f"cvxpy failed: status {problem.status}")
-    out[finite] = np.clip(mu.value, 0.0, u)
+    out[finite] = np.clip(mu.value, low, u)
     return out
 
 
