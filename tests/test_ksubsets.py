@@ -789,3 +789,11 @@ def test_argument_errors_name_the_argument():
     for bad in (None, 2.5, 0, True):
         with pytest.raises(ValueError, match="`n_iter`"):
             hfy.entmax_bisect(z, 1.5, n_iter=bad)
+
+
+def test_oracle_and_viterbi_name_k():
+    """(cvxpy reported an infeasible status, the Viterbi an index error)"""
+    with pytest.raises(ValueError, match="`k`"):
+        oracle.ksubsets(np.array([1.0, NINF, 0.5]), 3)
+    with pytest.raises(ValueError, match="`k`"):
+        hfy.budgeted_viterbi(torch.tensor([[1.0, 2.0]]), 3, 0.5)

@@ -54,6 +54,10 @@ def budgeted_viterbi(theta: torch.Tensor, k: int, w: float, exactly_k: bool = Tr
     follows the recorded predecessors through the k layers.  Ties go to the non-adjacent
     predecessor (any tie-break gives a maximiser).
     """
+    if theta.dim() != 2:
+        raise ValueError(f"`theta` must be (B, N); got shape {tuple(theta.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= theta.shape[1]:
+        raise ValueError(f"`k` must be an int in [1, N={theta.shape[1]}]; got {k!r}")
     if math.isinf(w):
         return best_windows(theta, k)
     b, n = theta.shape

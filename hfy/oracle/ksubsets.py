@@ -44,6 +44,10 @@ def ksubsets(z, k: int, dim: int = -1, exactly_k: bool = True) -> np.ndarray:
     """
     z = np.moveaxis(as_scores(z), dim, -1)
     flat = z.reshape(-1, z.shape[-1])
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"`k` must be a positive int; got {k!r}")
+    if exactly_k and flat.size and int(np.isfinite(flat).sum(-1).min()) < k:
+        raise ValueError(f"`k`={k} exceeds the number of unmasked scores in some row")
     out = np.stack([project_capped(row, np.ones_like(row), float(k), exactly_k) for row in flat])
     return np.moveaxis(out.reshape(z.shape), -1, dim)
 
