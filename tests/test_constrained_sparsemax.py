@@ -360,3 +360,33 @@ def test_lower_bound_errors_and_edges():
     reg = hfy.ConstrainedSparsemax(u, torch.full((5,), 0.1, dtype=torch.float64))
     np.testing.assert_allclose(reg.reference_point(5, z).numpy(), 0.2, rtol=0, atol=PROPERTY_ATOL)
     assert (reg.predict(z) >= 0.1 - PROPERTY_ATOL).all()
+
+
+def _bisection(z, u, total=1.0, steps=200):
+    """τ of Σ clip(z − τ, 0, u) = total by bisection on [min(z − u), max z] (spec §9), then the projection."""
+    lo, hi = float(np.min(z - u)), float(np.max(z))
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if np.clip(z - mid, 0.0, u).sum() >= total:
+            lo = mid
+        else:
+            hi = mid
+    return np.clip(z - 0.5 * (lo + hi), 0.0, u)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 12), st.integers(0, 10**6))
+def test_breakpoints_bisection_permutation_and_shift(n, seed):
+    """The breakpoint search agrees with bisection; the map is permutation-equivariant and shift-invariant,
+    in the reference and the torch path."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n) * rng.choice([0.3, 1.0, 5.0])
+    u = random_caps((n,), seed)
+    want = ref.constrained_sparsemax(z, u)
+    np.testing.assert_allclose(_bisection(z, u), want, rtol=0, atol=1e-12)
+    perm = rng.permutation(n)
+    np.testing.assert_allclose(ref.constrained_sparsemax(z[perm], u[perm]), want[perm], rtol=0, atol=PROPERTY_ATOL)
+    shift = float(rng.choice([-7.5, 3.25, 1e3]))
+    np.testing.assert_allclose(ref.constrained_sparsemax(z + shift, u), want, rtol=0, atol=1e-12)
+    fast = hfy.constrained_sparsemax(torch.from_numpy(z[perm] + shift), torch.from_numpy(u[perm])).numpy()
+    np.testing.assert_allclose(fast, want[perm], rtol=0, atol=1e-12)
