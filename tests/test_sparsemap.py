@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hfy
 import hfy.oracle as oracle
@@ -568,3 +570,26 @@ def test_structured_regularisers_in_three_layers(name, orc, reference, fast):
         np.testing.assert_allclose(orc.loss(planted, y), 0.0, rtol=0, atol=ORACLE_ATOL)
         np.testing.assert_allclose(fast.loss(torch.from_numpy(planted), torch.from_numpy(y)).numpy(), 0.0, rtol=0,
                                    atol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 9), st.integers(0, 10**6))
+def test_general_solver_properties(n, seed):
+    """The general active set with a top-k oracle, on random scores of random scale (hypothesis): the
+    marginals lie in the k-subsets polytope (0 <= μ <= 1, Σ μ = k), equal the k-subsets projection, and are
+    permutation-equivariant."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, n))
+    theta = torch.from_numpy(rng.normal(size=(3, n)) * rng.choice([0.1, 1.0, 10.0]))
+
+    def top_k(v):
+        idx = v.topk(k, dim=-1).indices
+        return torch.zeros_like(v).scatter(-1, idx, 1.0), torch.zeros(v.shape[0], dtype=v.dtype)
+
+    mu = hfy.SparseMAP(top_k).predict(theta)
+    assert (mu >= -PROPERTY_ATOL).all() and (mu <= 1 + PROPERTY_ATOL).all()
+    np.testing.assert_allclose(mu.sum(-1).numpy(), k, rtol=0, atol=PROPERTY_ATOL)
+    np.testing.assert_allclose(mu.numpy(), hfy.ksubsets(theta, k).numpy(), rtol=0, atol=REFERENCE_ATOL)
+    perm = torch.from_numpy(rng.permutation(n))
+    np.testing.assert_allclose(hfy.SparseMAP(top_k).predict(theta[:, perm]).numpy(), mu[:, perm].numpy(), rtol=0,
+                               atol=REFERENCE_ATOL)
