@@ -6,6 +6,7 @@ import numpy as np
 
 from ..reference._core import as_scores
 from ..reference.fenchel_young import masked_dot
+from ..reference.ksubsets import _check_k
 from ._core import cvxpy, solve_quietly
 from .fenchel_young import Regularizer
 
@@ -65,9 +66,7 @@ class KSubsets(Regularizer):
     simplex = False
 
     def __init__(self, k: int, exactly_k: bool = True):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"`k` must be a positive int; got {k!r}")
-        self.k, self.exactly_k = int(k), bool(exactly_k)
+        self.k, self.exactly_k = _check_k(k, k), bool(exactly_k)  # (a positive int)
 
     def solve(self, theta: np.ndarray):
         theta = np.asarray(theta, dtype=np.float64)

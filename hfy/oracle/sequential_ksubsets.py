@@ -14,6 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from ..reference._core import as_scores
+from ..reference.ksubsets import _check_k
 from ._core import cvxpy, solve_quietly
 from .fenchel_young import Regularizer
 
@@ -167,8 +168,7 @@ class SequentialKSubsets(Regularizer):
     simplex = False
 
     def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"`k` must be a positive int; got {k!r}")
+        _check_k(k, k)  # (a positive int)
         if math.isnan(float(transition)) or float(transition) == -math.inf:
             raise ValueError(f"`transition` must be a number or +inf (windows); got {transition}")
         self.k, self.transition, self.exactly_k = int(k), float(transition), bool(exactly_k)
