@@ -36,6 +36,26 @@ def _check_scalar(value, *, name: str, low: float, strict: bool, allow_inf: bool
     return value
 
 
+def check_transition(w: float) -> float:
+    """The bonus of sequential k-subsets: a number or +inf (windows); NaN and -inf (which would forbid every
+    structure with adjacent positions) raise."""
+    w = float(w)
+    if math.isnan(w) or w == -math.inf:
+        raise ValueError(f"`transition` must be a number or +inf (windows); got {w}")
+    return w
+
+
+def certified_margin(omega) -> float:
+    """The margin m of ``omega`` for the single-memory certificate (inf: nothing is certified); maps off the
+    simplex with a finite margin (k-subsets, constrained sparsemax) retrieve no single memory and raise."""
+    m = float(omega.margin)
+    if math.isfinite(m) and not getattr(omega, "simplex", True):
+        raise ValueError(f"`omega`: certify covers maps on the simplex, whose margin makes a single memory a "
+                         f"fixed point; {type(omega).__name__} does not retrieve single memories (for k-subsets, "
+                         "use the structured margin between the k-th and (k+1)-th scores)")
+    return m
+
+
 def check_reduction(reduction: str) -> str:
     """Loss reductions accepted everywhere ('elementwise_mean' is the entmax spelling of 'mean')."""
     if reduction == "elementwise_mean":

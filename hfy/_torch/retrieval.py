@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._validate import certified_margin
 from .energy import as_omega
 
 
@@ -66,12 +67,7 @@ def certify(X: torch.Tensor, beta: float, omega="sparsemax") -> Certificate:
     --------
     hfy.reference.certify
     """
-    omega = as_omega(omega)
-    m = float(omega.margin)
-    if math.isfinite(m) and not getattr(omega, "simplex", True):
-        raise ValueError(f"`omega`: certify covers maps on the simplex, whose margin makes a single memory a "
-                         f"fixed point; {type(omega).__name__} does not retrieve single memories (for k-subsets, "
-                         "use the structured margin between the k-th and (k+1)-th scores)")
+    m = certified_margin(as_omega(omega))
     delta = separation(X)
     big_m = float(torch.linalg.vector_norm(X, dim=1).max())
     need = m / beta

@@ -18,6 +18,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .._validate import check_transition
 from ._core import check_scores, compute_dtype, move_back, move_to_last
 from .ksubsets import ksubsets
 from .fenchel_young import Regularizer
@@ -398,7 +399,7 @@ def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int, exactly_k
     n = z.shape[dim]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"`k` must be an int in [1, N={n}]; got {k!r}")
-    w_val = check_weight(transition, "transition")
+    w_val = check_transition(check_weight(transition, "transition"))
     finite = torch.isfinite(z)
     if not bool(finite.all()):
         if bool((torch.isnan(z) | torch.isposinf(z)).any()):
@@ -409,13 +410,9 @@ def _checked(z: torch.Tensor, k: int, transition: FloatLike, dim: int, exactly_k
                 raise ValueError("`k`: with transition = inf some row has no k consecutive unmasked scores")
         elif exactly_k and bool((finite.sum(dim) < k).any()):
             raise ValueError(f"`k`={k} exceeds the number of unmasked scores in some row (`z` has too many -inf entries)")
-    if math.isnan(w_val):
-        raise ValueError("`transition` must not be NaN")
     if math.isfinite(w_val) and abs(w_val) > MAX_SCORE:
         raise ValueError(f"`transition` = {w_val:g} is beyond {MAX_SCORE:g}, where the active set no longer resolves the "
                          "scores; use float('inf') for windows")
-    if w_val == -math.inf:
-        raise ValueError("`transition` = -inf forbids every structure with adjacent positions; use a finite value")
     return z, n, w_val
 
 

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from scipy import sparse
 
+from .._validate import check_transition
 from ..reference._core import as_scores
 from ..reference.ksubsets import _check_k
 from ._core import cvxpy, solve_quietly
@@ -135,8 +136,7 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
     --------
     hfy.sequential_ksubsets, hfy.reference.sequential_ksubsets
     """
-    if math.isnan(float(transition)) or float(transition) == -math.inf:
-        raise ValueError(f"`transition` must be a number or +inf (windows); got {transition}")
+    check_transition(transition)
     z = np.moveaxis(as_scores(z), dim, -1)
     n = z.shape[-1]
     flat = z.reshape(-1, n)
@@ -169,9 +169,7 @@ class SequentialKSubsets(Regularizer):
 
     def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
         _check_k(k, k)  # (a positive int)
-        if math.isnan(float(transition)) or float(transition) == -math.inf:
-            raise ValueError(f"`transition` must be a number or +inf (windows); got {transition}")
-        self.k, self.transition, self.exactly_k = int(k), float(transition), bool(exactly_k)
+        self.k, self.transition, self.exactly_k = int(k), check_transition(transition), bool(exactly_k)
 
     def solve(self, theta: np.ndarray):
         theta = np.asarray(theta, dtype=np.float64)

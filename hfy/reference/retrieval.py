@@ -11,11 +11,11 @@ For Ψ = ½‖·‖² and a map with margin m (eq-retrieval-margins):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import certified_margin
 from .energy import as_omega
 
 
@@ -58,12 +58,7 @@ def certify(X, beta: float, omega="sparsemax") -> Certificate:
     (softmax) certify nothing.
     """
     X = np.asarray(X, dtype=np.float64)
-    omega = as_omega(omega)
-    m = float(omega.margin)
-    if math.isfinite(m) and not getattr(omega, "simplex", True):
-        raise ValueError(f"`omega`: certify covers maps on the simplex, whose margin makes a single memory a "
-                         f"fixed point; {type(omega).__name__} does not retrieve single memories (for k-subsets, "
-                         "use the structured margin between the k-th and (k+1)-th scores)")
+    m = certified_margin(as_omega(omega))
     delta = separation(X)
     big_m = float(np.sqrt(np.max(np.sum(X * X, axis=1))))
     need = m / beta

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_transition
 from ._core import apply_along, as_scores
 from .ksubsets import _check_k
 from .sparsemap import ActiveSet, sparsemap_active_set
@@ -106,9 +107,7 @@ def sequential_ksubsets_solve(theta: np.ndarray, k: int, transition: float = 0.0
     """Active-set SparseMAP over sequential k-subsets for one finite score vector (saturated first where
     some scores are large, :func:`saturate`)."""
     k = _check_k(k, theta.size)
-    w = float(transition)
-    if math.isnan(w) or w == -math.inf:
-        raise ValueError(f"`transition` must be a number or +inf (windows); got {w}")
+    w = check_transition(transition)
     finite = np.isfinite(theta)
     if not finite.all():  # −inf masks an entry
         if math.isinf(w):
