@@ -797,3 +797,25 @@ def test_oracle_and_viterbi_name_k():
         oracle.ksubsets(np.array([1.0, NINF, 0.5]), 3)
     with pytest.raises(ValueError, match="`k`"):
         hfy.budgeted_viterbi(torch.tensor([[1.0, 2.0]]), 3, 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_newton_step_counts_free_entries_exactly_and_brackets_the_root(dtype):
+    """One pass gives g − k, the exact count of free entries 0 < θ_i − τ < 1 (ties and integer gaps
+    included) and the wobble Σ c (1 − c); the step stays inside the updated bracket."""
+    from hfy._torch import _core
+
+    rng = np.random.default_rng(21)
+    x = torch.from_numpy(np.concatenate([rng.standard_normal((40, 300)),
+                                         np.round(3 * rng.standard_normal((40, 300)))])).to(dtype)
+    total = torch.full((80, 1), 4.0, dtype=dtype)
+    tau = torch.from_numpy(rng.uniform(0.0, 2.5, (80, 1))).to(dtype)
+    tau[40:] = torch.round(tau[40:])  # integer τ on integer scores: entries exactly at 0 and 1
+    lo, hi = tau - 5.0, x.amax(-1, keepdim=True)
+    new, resid, free, wobble, lo2, hi2, _ = _core._newton_step(x, total, tau, lo, hi, torch.empty_like(x))
+    c = (x - tau).clamp(0.0, 1.0)
+    assert torch.equal(free, ((c > 0) & (c < 1)).sum(-1, keepdim=True).to(dtype))
+    torch.testing.assert_close(resid, c.sum(-1, keepdim=True) - total)
+    torch.testing.assert_close(wobble, (c * (1 - c)).sum(-1, keepdim=True))
+    assert bool(((new >= lo2) & (new <= hi2)).all())
+    assert bool(torch.where(resid >= 0, lo2 == tau, hi2 == tau).all())

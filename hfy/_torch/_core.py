@@ -283,10 +283,8 @@ UNIT_START_PASSES = 5
 #: less up to 16k scores, the same at 16k to 32k, and up to 2.5 times more at 128k).
 UNIT_SORT_SIZE = 16384
 
-#: Newton passes of :func:`capped_threshold_unit` before the rows still moving are sorted, and the first
-#: passes, which count the capped entries among the group maxima only (:func:`_newton_step`).
+#: Newton passes of :func:`capped_threshold_unit` before the rows still moving are sorted.
 UNIT_PASSES = 16
-UNIT_GROUP_SLOPES = 2
 
 #: Batches of at most this many rows run their Newton passes until every row has settled, without copies.
 UNIT_TAIL_ROWS = 64
@@ -321,44 +319,39 @@ def _group_maxima(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _newton_step(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                 work: torch.Tensor, s: Optional[torch.Tensor]):
+                 work: torch.Tensor):
     """One safeguarded Newton step on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
 
-    One pass over the rows, through the buffer ``work``: c = clip(x − τ, 0, 1) gives g = Σ c and the
-    count of x > τ (Σ ceil(c); no boolean masks).  The slope −|F| (F = {τ < x <= τ + 1}) also needs
-    the count of capped entries x > τ + 1: a second pass, or, if ``s`` is given, the count among the
-    group maxima ``s`` (R, G).  These are the few largest scores, so the count is usually right; a
-    capped entry that shares its group with a larger one is missed, which overstates |F| and
-    shortens the step (the fixed point, g = total, does not depend on it).  With exact counts, a row
-    on a flat piece away from the solution jumps to its end (:func:`_leave_flat_pieces`).
-    g >= total moves the left end of the bracket [lo, hi] to τ, g < total the right end; a step that
-    would leave the bracket is replaced by bisection.  Written with few operations: on batches of a
-    few hundred thousand scores their count, not the arithmetic, sets the time.
-    Returns (new τ, g − total, count of x > τ, capped count, lo, hi, whether the step is Newton's: only
-    those can settle a row, since a jump or a bisection can be short far from the root).
+    One pass over the rows, through the buffer ``work``, with no boolean masks: c = clip(x − τ, 0, 1)
+    gives g = Σ c; then c − c², positive exactly on the free entries F = {0 < c < 1}, gives the slope
+    −|F| = −Σ ceil(c − c²) and the wobble Σ c (1 − c), which is about 0 when every free entry sits at
+    0 or 1 up to rounding (the end of a flat piece).  A row on a flat piece away from the solution
+    (|F| = 0, g ≠ total) jumps to its end (:func:`_leave_flat_pieces`).  g >= total moves the left end
+    of the bracket [lo, hi] to τ, g < total the right end; a step that would leave the bracket is
+    replaced by bisection.  Written with few operations: on batches of a few hundred thousand scores
+    their count, not the arithmetic, sets the time.
+    Returns (new τ, g − total, |F|, wobble, lo, hi, whether the step is Newton's: only those can
+    settle a row, since a jump or a bisection can be short far from the root).
     """
     c = torch.sub(x, tau, out=work).clamp_(0.0, 1.0)
     resid = c.sum(-1, keepdim=True).sub_(total)
-    pos = c.ceil_().sum(-1, keepdim=True)
-    if s is None:
-        capped = torch.sub(x, tau + 1.0, out=work).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
-    else:
-        capped = (s > tau + 1.0).sum(-1, keepdim=True, dtype=x.dtype)
+    c = c.addcmul_(c, c, value=-1.0)  # c (1 − c)
+    wobble = c.sum(-1, keepdim=True)
+    free = c.ceil_().sum(-1, keepdim=True)
     above = resid >= 0
     lo = torch.where(above, tau, lo)
     hi = torch.where(above, hi, tau)
-    new = torch.addcdiv(tau, resid, (pos - capped).clamp_min_(1.0))
+    new = torch.addcdiv(tau, resid, free.clamp_min(1.0))
+    flat = free == 0
     jumped = None
-    if s is None or s is x:
-        flat = pos == capped  # no free entry
-        if bool(flat.any()):
-            new, jumped = _leave_flat_pieces(x, tau, resid, flat, new)
+    if bool(flat.any()):
+        new, jumped = _leave_flat_pieces(x, tau, resid, flat, new)
     # (new = τ: a settled row, whose step rounds to 0; it may sit at either end of the bracket)
     newton = ((new > lo) & (new < hi)) | (new == tau)
     new = torch.where(newton, new, torch.lerp(lo, hi, 0.5))
     if jumped is not None:
         newton &= ~jumped
-    return new, resid, pos, capped, lo, hi, newton
+    return new, resid, free, wobble, lo, hi, newton
 
 
 def _leave_flat_pieces(x: torch.Tensor, tau: torch.Tensor, resid: torch.Tensor, flat: torch.Tensor,
@@ -398,7 +391,7 @@ def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool)
     [min S − 1, max S] give their last iterate (S's threshold once they settle) and the largest τ
     they met with g_S(τ) >= total.  With −inf in the batch the bracket of every row starts at its
     smallest finite score − 1 instead, where g counts every finite score (a masked group has no
-    maximum, and S may then have fewer than ``total`` scores).  Returns (start, lower bound, S).
+    maximum, and S may then have fewer than ``total`` scores).  Returns (start, lower bound).
     """
     s = _group_maxima(x, groups)
     if masked:
@@ -409,18 +402,17 @@ def _unit_start(x: torch.Tensor, total: torch.Tensor, groups: int, masked: bool)
     hi = s.amax(-1, keepdim=True)
     tau, work = hi - 1.0, torch.empty_like(s)
     for _ in range(UNIT_START_PASSES):
-        tau, _, _, _, lo, hi, _ = _newton_step(s, total, tau, lo, hi, work, s)
-    return tau, lo, s
+        tau, _, _, _, lo, hi, _ = _newton_step(s, total, tau, lo, hi, work)
+    return tau, lo
 
 
 def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                 work: torch.Tensor, s: torch.Tensor):
+                 work: torch.Tensor):
     """Safeguarded Newton steps on g(τ) = Σ clip(x − τ, 0, 1) = total for the rows of ``x`` (R, N).
 
-    ``lo`` <= τ <= ``hi`` bracket the solution; ``work`` is a scratch buffer shaped like ``x``, ``s``
-    the group maxima (:func:`_newton_step`).  Returns τ, the rows left to :func:`_unit_sorted` (their
-    τ is meaningless) and the rows that settled at the end of a flat piece (see
-    :func:`capped_threshold_unit`).
+    ``lo`` <= τ <= ``hi`` bracket the solution; ``work`` is a scratch buffer shaped like ``x``
+    (:func:`_newton_step`).  Returns τ, the rows left to :func:`_unit_sorted` (their τ is
+    meaningless) and the rows that settled at the end of a flat piece (see :func:`capped_threshold_unit`).
 
     No full-size tensor is allocated: fresh memory costs page faults that can outweigh the passes
     themselves.  Once at most half of the batch is still moving, its rows are copied into the upper
@@ -434,10 +426,8 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
     wide = _wide(x.dtype)
     for step in range(UNIT_PASSES):
         r = rows.numel()
-        exact = step >= UNIT_GROUP_SLOPES
         last = step == UNIT_PASSES - 1
-        new, resid, pos, capped, lo, hi, newton = _newton_step(x, total, tau, lo, hi, work[:r],
-                                                               None if exact else s)
+        new, resid, free, wobble, lo, hi, newton = _newton_step(x, total, tau, lo, hi, work[:r])
         # settled: a step of at most one ulp of |τ| + 1 (near the root a float τ can only hop between the
         # neighbours of the root) that is Newton's, or inside a bracket that has shrunk to that size (a jump
         # or a bisection can be short far from the root); a settled row stays settled
@@ -452,18 +442,15 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
             elif not bool(settled.all()):  # a short batch: no copies until every row has settled
                 tau = new
                 continue
-        if not exact:  # the exact count of capped entries at the τ just evaluated
-            capped = torch.sub(x, tau + 1.0, out=work[:r]).clamp_(0.0, 1.0).ceil_().sum(-1, keepdim=True)
-        # at the end of a flat piece: the free entries sum (Σ_F c = g − capped) to within one ulp of τ each
-        # of 0 or of |F|
-        g, free = resid + total, pos - capped
-        part = g - capped
-        flat = settled & (torch.minimum(part, free - part) <= torch.addcmul(4 * eps * g, free, slack))
+        # at the end of a flat piece: every free entry within about one ulp of τ of 0 or 1, so that their
+        # wobble Σ c (1 − c) is at most that much per entry
+        g = resid + total
+        flat = settled & (wobble <= torch.addcmul(4 * eps * g, free, slack))
         done = settled.view(-1).nonzero().view(-1)
-        # g(τ) = total up to the last step; that step once more, in float64 (for float32 scores) and with
-        # the exact slope, puts τ within half an ulp of the root (the output is x − τ in the scores' dtype).
-        # It stays inside the bracket: a root between two neighbouring floats may sit at a breakpoint that
-        # the slope at τ does not see.
+        # g(τ) = total up to the last step; that step once more, in float64 (for float32 scores), puts τ
+        # within half an ulp of the root (the output is x − τ in the scores' dtype).  It stays inside the
+        # bracket: a root between two neighbouring floats may sit at a breakpoint that the slope at τ does
+        # not see.
         fd = free.index_select(0, done).to(wide)
         td = tau.index_select(0, done)
         polished = torch.addcdiv(td.to(wide), resid.index_select(0, done).to(wide), fd.clamp_min(1.0))
@@ -476,7 +463,7 @@ def _unit_newton(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: to
             rows = rows.index_select(0, left)
             break
         x = torch.index_select(x, 0, left, out=work[m: 2 * m])  # 2m <= r: below the rows of x
-        rows, total, tau, lo, hi, s = (t.index_select(0, left) for t in (rows, total, new, lo, hi, s))
+        rows, total, tau, lo, hi = (t.index_select(0, left) for t in (rows, total, new, lo, hi))
     return out, rows, torch.cat(flats)
 
 
@@ -493,9 +480,9 @@ def _unit_sorted(x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_threshold(x: torch.Tensor, total: torch.Tensor, tau: torch.Tensor, lo: torch.Tensor,
-                    hi: torch.Tensor, work: torch.Tensor, s: torch.Tensor):
+                    hi: torch.Tensor, work: torch.Tensor):
     """:func:`_unit_newton` from τ in [lo, hi], with its leftover rows solved by :func:`_unit_sorted`."""
-    tau, sort, flat = _unit_newton(x, total, tau, lo, hi, work, s)
+    tau, sort, flat = _unit_newton(x, total, tau, lo, hi, work)
     if sort.numel():
         tau.index_copy_(0, sort, _unit_sorted(x.index_select(0, sort), total.index_select(0, sort)))
     return tau, flat
@@ -515,15 +502,15 @@ def capped_threshold_unit(x: torch.Tensor, total: torch.Tensor, work: Optional[t
        groups), found by Newton steps on them; rows too short for two scores per group are their own
        group maxima.  Small batches (at most ``UNIT_SORT_SIZE`` scores) are sorted outright
        (:func:`_unit_sorted`).
-    2. Newton steps from there (:func:`_newton_step`: one or two passes of float operations over the
-       row into one work buffer, no boolean masks), inside a bracket whose right end is first the
+    2. Newton steps from there (:func:`_newton_step`: one pass of float operations over the row into
+       one work buffer, no boolean masks, with the exact slope), inside a bracket whose right end is first the
        largest score.  A row on a flat piece away from the solution jumps to its end
        (:func:`_leave_flat_pieces`), and a step that would leave the bracket is replaced by bisection.
        A row has settled when a Newton step, or its bracket, is at most one ulp of |τ| + 1; its τ then
        takes that step once more in float64 (for float32 scores), inside the bracket.  Settled rows
        leave the batch once they are half of it.  Rows still moving after ``UNIT_PASSES`` passes are
        sorted.
-    3. A settled row whose free entries sit within an ulp of τ each of 0 or 1 (Σ_F c ≈ 0 or ≈ |F|) has
+    3. A settled row whose free entries sit within an ulp of τ each of 0 or 1 (Σ c (1 − c) ≈ 0) has
        settled at the end of a flat piece: its output is integral up to rounding (e.g. 1 − 1 ulp where
        x_i − τ should be exactly 1).  These rows are returned, for the caller to round their output
        (where the rounded output still sums to ``total``).
@@ -544,9 +531,9 @@ def capped_threshold_unit(x: torch.Tensor, total: torch.Tensor, work: Optional[t
         groups = n
     masked = bool(torch.isneginf(xs.amin())) if masked is None else masked
     top = xs.amax(-1, keepdim=True) if top is None else top.reshape(-1, 1)
-    start, lower, s = _unit_start(xs, goal, groups, masked)
+    start, lower = _unit_start(xs, goal, groups, masked)
     work = torch.empty_like(xs) if work is None else work.reshape(-1, n)
-    tau, flat = _unit_threshold(xs, goal, start, lower, top, work, s)
+    tau, flat = _unit_threshold(xs, goal, start, lower, top, work)
     return tau.reshape(shape), flat
 
 
