@@ -6,7 +6,7 @@ import numpy as np
 
 from ..reference._core import as_scores
 from ..reference.fenchel_young import masked_dot
-from ..reference.ksubsets import _check_k
+from ..reference.ksubsets import positive_k
 from ._core import cvxpy, solve_quietly
 from .fenchel_young import Regularizer
 
@@ -45,8 +45,7 @@ def ksubsets(z, k: int, dim: int = -1, exactly_k: bool = True) -> np.ndarray:
     """
     z = np.moveaxis(as_scores(z), dim, -1)
     flat = z.reshape(-1, z.shape[-1])
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"`k` must be a positive int; got {k!r}")
+    k = positive_k(k)
     if exactly_k and flat.size and int(np.isfinite(flat).sum(-1).min()) < k:
         raise ValueError(f"`k`={k} exceeds the number of unmasked scores in some row")
     out = np.stack([project_capped(row, np.ones_like(row), float(k), exactly_k) for row in flat])
@@ -66,7 +65,7 @@ class KSubsets(Regularizer):
     simplex = False
 
     def __init__(self, k: int, exactly_k: bool = True):
-        self.k, self.exactly_k = _check_k(k, k), bool(exactly_k)  # (a positive int)
+        self.k, self.exactly_k = positive_k(k), bool(exactly_k)
 
     def solve(self, theta: np.ndarray):
         theta = np.asarray(theta, dtype=np.float64)

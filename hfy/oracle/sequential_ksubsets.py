@@ -15,7 +15,7 @@ from scipy import sparse
 
 from .._validate import check_transition
 from ..reference._core import as_scores
-from ..reference.ksubsets import _check_k
+from ..reference.ksubsets import positive_k
 from ._core import cvxpy, solve_quietly
 from .fenchel_young import Regularizer
 
@@ -168,8 +168,7 @@ class SequentialKSubsets(Regularizer):
     simplex = False
 
     def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
-        _check_k(k, k)  # (a positive int)
-        self.k, self.transition, self.exactly_k = int(k), check_transition(transition), bool(exactly_k)
+        self.k, self.transition, self.exactly_k = positive_k(k), check_transition(transition), bool(exactly_k)
 
     def solve(self, theta: np.ndarray):
         theta = np.asarray(theta, dtype=np.float64)

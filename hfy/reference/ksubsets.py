@@ -17,9 +17,15 @@ import numpy as np
 from ._core import apply_along, as_scores, capped_threshold, common_offset
 
 
-def _check_k(k, n_finite: int, name: str = "k") -> int:
+def positive_k(k, name: str = "k") -> int:
+    """``k`` as an int, for a positive (numpy) int; a clear error naming it otherwise."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"`{name}` must be a positive int; got {k!r}")
+    return int(k)
+
+
+def _check_k(k, n_finite: int, name: str = "k") -> int:
+    k = positive_k(k, name)
     if k > n_finite:
         raise ValueError(f"`{name}`={k} exceeds the number of unmasked scores ({n_finite})")
     return int(k)
@@ -30,7 +36,7 @@ def ksubsets_1d(theta: np.ndarray, k: int, exactly_k: bool = True) -> np.ndarray
     finite = np.isfinite(theta)
     n_finite = int(finite.sum())
     # ("at most k" is feasible with fewer unmasked scores: at most all of them)
-    k = _check_k(k, n_finite) if exactly_k else min(_check_k(k, k), n_finite)
+    k = _check_k(k, n_finite) if exactly_k else min(positive_k(k), n_finite)
     th = theta[finite]
     out = np.zeros_like(theta)
     if th.size == 0:
@@ -91,9 +97,7 @@ class KSubsets:
     simplex = False
 
     def __init__(self, k: int, exactly_k: bool = True):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"`k` must be a positive int; got {k!r}")
-        self.k, self.exactly_k = int(k), bool(exactly_k)
+        self.k, self.exactly_k = positive_k(k), bool(exactly_k)
 
     def predict(self, theta, dim: int = -1) -> np.ndarray:
         return ksubsets(theta, self.k, dim, self.exactly_k)

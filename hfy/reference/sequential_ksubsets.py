@@ -16,7 +16,7 @@ import numpy as np
 
 from .._validate import check_transition
 from ._core import apply_along, as_scores
-from .ksubsets import _check_k
+from .ksubsets import _check_k, positive_k
 from .sparsemap import ActiveSet, sparsemap_active_set
 
 
@@ -71,7 +71,7 @@ def best_window(theta: np.ndarray, k: int):
 
 
 #: Scores above this magnitude are saturated first (:func:`saturate`); windows must stay below
-#: ``WINDOWS_MAX_SCORE`` (the same limits as the torch path).
+#: ``MAX_SCORE`` (the same limits as the torch path).
 SATURATE_ABOVE = 1e4
 MAX_SCORE = 1e12
 
@@ -163,9 +163,7 @@ class SequentialKSubsets:
     simplex = False
 
     def __init__(self, k: int, transition: float = 0.0, exactly_k: bool = True):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"`k` must be a positive int; got {k!r}")
-        self.k, self.transition, self.exactly_k = int(k), float(transition), bool(exactly_k)
+        self.k, self.transition, self.exactly_k = positive_k(k), float(transition), bool(exactly_k)
 
     def solve(self, theta) -> ActiveSet:
         return sequential_ksubsets_solve(np.asarray(theta, dtype=np.float64), self.k, self.transition, self.exactly_k)
