@@ -638,9 +638,9 @@ def test_newton_flat_pieces_jump_and_round(monkeypatch):
     jumped, rounded = [], []
     leave, unit = _core._leave_flat_pieces, _core.capped_threshold_unit
 
-    def spy_leave(x, tau, resid, free, new):
-        jumped.append(int(((free == 0) & (resid != 0)).sum()))
-        return leave(x, tau, resid, free, new)
+    def spy_leave(x, tau, resid, flat, new):  # (flat: the rows without a free entry)
+        jumped.append(int((flat & (resid != 0)).sum()))
+        return leave(x, tau, resid, flat, new)
 
     def spy_unit(*args, **kwargs):
         tau, flat = unit(*args, **kwargs)
