@@ -682,7 +682,7 @@ def test_structures_are_only_kept_when_needed():
 @pytest.mark.parametrize("exactly_k", [True, False])
 def test_fenchel_young_loss_counts_the_target_bonus(exactly_k):
     """L(θ; y) = Ω*(θ) + ½‖y‖² − w b(y) − ⟨θ, y⟩ for target structures: 0 where the prediction is y (it was
-    w·b(y), negative for w < 0), >= 0 everywhere, gradient μ − y; fractional targets raise with w != 0."""
+    w·b(y), negative for w < 0), >= 0 everywhere, gradient μ − y; targets outside the polytope raise."""
     rng = np.random.default_rng(11)
     k, n = 3, 7
     for w in (-0.7, 0.5, 3.0):
@@ -702,7 +702,162 @@ def test_fenchel_young_loss_counts_the_target_bonus(exactly_k):
         np.testing.assert_allclose(hfy.fenchel_young_loss(planted, y, reg, reduction="none").numpy(), 0.0, rtol=0,
                                    atol=1e-9)
         with pytest.raises(ValueError, match="`y`"):
-            reg.loss(theta.detach(), mu)  # fractional
+            reg.loss(theta.detach(), 2.0 * y)  # outside the polytope
+
+
+def random_mixtures(rng, n, k, exactly_k, count, concentration=0.3):
+    """Marginals of random mixtures of structures (rows of the polytope), each with its structures and weights."""
+    A, b = brute_force_structures(n, k, 0.0, exactly_k)
+    weights = rng.dirichlet(np.full(A.shape[0], concentration), size=count)
+    return weights @ A, A, b, weights
+
+
+@pytest.mark.parametrize("exactly_k", [True, False])
+@pytest.mark.parametrize("w", [-0.7, 0.5, 3.0])
+def test_omega_with_a_bonus_closes_the_fenchel_young_equality(w, exactly_k):
+    """Ω(μ) = ½‖μ‖² − V_w(μ), V_w(μ) the bonus of the best mixture with marginals μ: the Fenchel-Young
+    equality Ω(μ̂) + Ω*(θ) = ⟨θ, μ̂⟩ holds at the prediction (with Ω = ½‖μ‖² it was off by w Σ π_s b_s), and the
+    inequality, i.e. L(θ; μ) >= 0, at fractional targets, in the torch path and the reference."""
+    rng = np.random.default_rng(5)
+    k, n = 3, 8
+    reg, rreg = hfy.SequentialKSubsets(k, w, exactly_k=exactly_k), ref.SequentialKSubsets(k, w, exactly_k=exactly_k)
+    theta = torch.from_numpy(random_scores((12, n), 2.0, seed=6))
+    mu = reg.predict(theta)
+    gap = reg.omega(mu) + reg.conjugate(theta) - (theta * mu).sum(-1)
+    np.testing.assert_allclose(gap.numpy(), 0.0, rtol=0, atol=PROPERTY_ATOL)
+    gap_ref = rreg.omega(mu.numpy()) + rreg.conjugate(theta.numpy()) - (theta * mu).sum(-1).numpy()
+    np.testing.assert_allclose(gap_ref, 0.0, rtol=0, atol=PROPERTY_ATOL)
+    targets = torch.from_numpy(random_mixtures(rng, n, k, exactly_k, 12)[0])
+    loss = reg.loss(theta, targets)
+    assert (loss >= -PROPERTY_ATOL).all()
+    np.testing.assert_allclose(loss.numpy(), rreg.loss(theta.numpy(), targets.numpy()), rtol=0, atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(reg.loss(theta, mu).numpy(), 0.0, rtol=0, atol=PROPERTY_ATOL)
+    # the bonus of the mixture the solver found is the best one: V_w(μ̂) = w Σ π_s b_s of the active set
+    for row in theta.numpy()[:4]:
+        act = rreg.solve(row)
+        np.testing.assert_allclose(0.5 * act.mu @ act.mu - rreg.omega(act.mu), w * act.weights @ act.features,
+                                   rtol=0, atol=PROPERTY_ATOL)
+
+
+@pytest.mark.parametrize("exactly_k", [True, False])
+@pytest.mark.parametrize("w", [-0.4, 0.8])
+def test_mixture_bonus_agrees_across_layers_and_with_structures(w, exactly_k):
+    """V_w(μ): HiGHS on the Viterbi lattice (reference, and the torch path through it) against cvxpy over the
+    listed structures (oracle) on random mixtures, masked entries included; at a structure, w·b(y)."""
+    rng = np.random.default_rng(8)
+    k, n = 3, 7
+    mus, A, b, _ = random_mixtures(rng, n, k, exactly_k, 10)
+    mus[:3, 0] = 0.0  # (rows that avoid position 0, like a masked entry: renormalised mixtures without it)
+    keep = A[:, 0] == 0
+    weights = rng.dirichlet(np.full(keep.sum(), 0.3), size=3)
+    mus[:3] = weights @ A[keep]
+    rreg, oreg = ref.SequentialKSubsets(k, w, exactly_k=exactly_k), oracle.SequentialKSubsets(k, w, exactly_k=exactly_k)
+    reg = hfy.SequentialKSubsets(k, w, exactly_k=exactly_k)
+    ours = rreg.omega(mus)
+    np.testing.assert_allclose(ours, oreg.omega(mus), rtol=0, atol=ORACLE_ATOL)
+    np.testing.assert_allclose(reg.omega(torch.from_numpy(mus)).numpy(), ours, rtol=0, atol=REFERENCE_ATOL)
+    # V_w is concave: below its chords (and above w·min b, below w·max b)
+    bonus = 0.5 * np.sum(mus * mus, -1) - ours
+    assert np.all(bonus <= max(w * b.max(), w * b.min()) + PROPERTY_ATOL)
+    assert np.all(bonus >= min(w * b.max(), w * b.min()) - PROPERTY_ATOL)
+    half = 0.5 * (mus[3:6] + mus[6:9])
+    bonus_half = 0.5 * np.sum(half * half, -1) - rreg.omega(half)
+    assert np.all(bonus_half >= 0.5 * (bonus[3:6] + bonus[6:9]) - PROPERTY_ATOL)
+    # at a structure the program returns w·b(y), the closed form the loss takes
+    from hfy._structures import mixture_bonus
+
+    for y, by in zip(A[::5], b[::5]):
+        assert mixture_bonus(y, k, w, exactly_k)[0] == pytest.approx(w * by, abs=PROPERTY_ATOL)
+        np.testing.assert_allclose(reg.omega(torch.from_numpy(y)).item(), 0.5 * y @ y - w * by, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("exactly_k", [True, False])
+@pytest.mark.parametrize("w", [-0.3, 0.5])
+def test_omega_with_a_bonus_gradcheck(w, exactly_k):
+    """The gradient of Ω(μ) in μ is μ minus the dual of the bonus program: gradcheck in float64 at interior points
+    of the polytope, along directions that stay in it (Σ μ = k keeps its sum)."""
+    rng = np.random.default_rng(3)
+    k, n = 3, 7
+    reg = hfy.SequentialKSubsets(k, w, exactly_k=exactly_k)
+    basis = np.linalg.qr(np.eye(n) - 1.0 / n)[0][:, : n - 1] if exactly_k else np.eye(n)
+    basis = torch.from_numpy(basis)
+    for mu0 in random_mixtures(rng, n, k, exactly_k, 3, concentration=1.0)[0]:
+        mu0 = torch.from_numpy(mu0)
+        u = torch.zeros(basis.shape[1], dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda u: reg.omega(mu0 + basis @ u), (u,), **GRADCHECK)
+
+
+def test_omega_with_a_bonus_refuses_points_outside_the_polytope():
+    """Ω is +inf outside the polytope, where no mixture has the marginals: a clear error naming the argument,
+    in all three layers; the general regulariser cannot compute Ω with a bonus and says so."""
+    mu = np.full(6, 0.6)  # sums to 3.6, not 3
+    for reg in (ref.SequentialKSubsets(3, 0.5), oracle.SequentialKSubsets(3, 0.5)):
+        with pytest.raises(ValueError, match="`mu`"):
+            reg.omega(mu)
+    with pytest.raises(ValueError, match="`mu`"):
+        hfy.SequentialKSubsets(3, 0.5).omega(torch.from_numpy(mu))
+    with pytest.raises(ValueError, match="`y`"):
+        hfy.SequentialKSubsets(3, 0.5).loss(torch.zeros(6, dtype=torch.float64), torch.from_numpy(mu))
+    with pytest.raises(ValueError, match="`y`"):
+        ref.SequentialKSubsets(3, 0.5).loss(np.zeros((2, 6)), np.stack([mu, mu]))
+
+    def top_2(v):
+        i = v.topk(2, dim=-1).indices
+        return torch.zeros_like(v).scatter(-1, i, 1.0), torch.zeros(v.shape[0], dtype=v.dtype)
+
+    with pytest.raises(ValueError, match="`mu`"):
+        hfy.SparseMAP(top_2, w=0.5).omega(torch.full((6,), 1 / 3, dtype=torch.float64))
+    assert hfy.SparseMAP(top_2).omega(torch.full((6,), 1 / 3, dtype=torch.float64)).item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("transition, exactly_k", [(0.5, True), (0.5, False), (INF, True), (-0.2, True)])
+def test_reference_point_is_the_barycentre_of_the_structures(transition, exactly_k):
+    """The energy's reference point is the average of all structures, in the relative interior of the polytope:
+    (k/N)·1 for exactly k, the mean size over N for at most k, the average window for w = inf ((k/N)·1 lies
+    outside the windows polytope).  All three layers, and KSubsets for the same structures."""
+    k = 3
+    for n in (3, 5, 9):
+        A, _ = brute_force_structures(n, k, transition, exactly_k)
+        mean = A.mean(0)
+        for point in (ref.SequentialKSubsets(k, transition, exactly_k=exactly_k).reference_point(n),
+                      oracle.SequentialKSubsets(k, transition, exactly_k=exactly_k).reference_point(n),
+                      hfy.SequentialKSubsets(k, transition, exactly_k=exactly_k).reference_point(
+                          n, torch.zeros(1, dtype=torch.float64)).numpy()):
+            np.testing.assert_allclose(point, mean, rtol=0, atol=1e-14)
+        if not math.isinf(transition):
+            for point in (ref.KSubsets(k, exactly_k=exactly_k).reference_point(n),
+                          oracle.KSubsets(k, exactly_k=exactly_k).reference_point(n),
+                          hfy.KSubsets(k, exactly_k=exactly_k).reference_point(n, torch.zeros(1)).double().numpy()):
+                np.testing.assert_allclose(point, mean, rtol=0, atol=1e-7)
+    # large N: the closed forms (log-space counts for at most k) stay finite and in the interior
+    for n in (200, 5000):
+        point = hfy.SequentialKSubsets(k, transition, exactly_k=exactly_k).reference_point(
+            n, torch.zeros(1, dtype=torch.float64))
+        assert torch.isfinite(point).all() and (point > 0).all() and (point < 1).all()
+        assert point.sum().item() <= k + 1e-9
+
+
+@pytest.mark.parametrize("transition", [-0.5, 0.8])
+def test_energy_constant_is_a_difference_of_fenchel_young_losses_with_a_bonus(transition):
+    """With a bonus the 'fy' constant subtracts Ω(ȳ) = ½‖ȳ‖² − V_w(ȳ), so E(q) = L_Ψ(Xᵀȳ; q) − β⁻¹ L_Ω(βXq; ȳ)
+    with both losses >= 0: three layers agree, and the Ω loss at ȳ is never negative (with Ω = ½‖μ‖² it was
+    for w < 0)."""
+    k, n, d, beta = 2, 6, 4, 1.5
+    X = torch.from_numpy(random_scores((n, d), 1.0, seed=21))
+    q = torch.from_numpy(random_scores((10, d), 3.0, seed=22))
+    reg = hfy.SequentialKSubsets(k, transition)
+    energy = hfy.energy(q, X, beta, reg)
+    np.testing.assert_allclose(energy.numpy(), ref.energy(q.numpy(), X.numpy(), beta, ref.SequentialKSubsets(k, transition)),
+                               rtol=0, atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(energy.numpy(),
+                               oracle.energy(q.numpy(), X.numpy(), beta, oracle.SequentialKSubsets(k, transition)),
+                               rtol=0, atol=ORACLE_ATOL)
+    ybar = reg.reference_point(n, q)
+    theta = beta * q @ X.T
+    omega_loss = reg.loss(theta, ybar.expand_as(theta))
+    assert (omega_loss >= -PROPERTY_ATOL).all()
+    psi_loss = 0.5 * (q - ybar @ X).square().sum(-1)
+    np.testing.assert_allclose(energy.numpy(), (psi_loss - omega_loss / beta).numpy(), rtol=0, atol=PROPERTY_ATOL)
 
 
 def test_ksubsets_loss_refuses_targets_outside_the_polytope():

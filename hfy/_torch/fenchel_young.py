@@ -42,10 +42,8 @@ class _Conjugate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, regularizer, dim):
         with torch.no_grad():
-            p, extra = regularizer._predict_for_conjugate(theta, dim)
-            value = masked_dot(theta, p, dim) - regularizer.omega(p, dim)
-            if extra is not None:
-                value = value + extra
+            p, omega_p = regularizer._predict_for_conjugate(theta, dim)
+            value = masked_dot(theta, p, dim) - (regularizer.omega(p, dim) if omega_p is None else omega_p)
             if regularizer.simplex:  # sup over an empty set: an all-masked row has Ω* = −inf
                 value = value.masked_fill(torch.isneginf(theta.amax(dim)), -math.inf)
         ctx.regularizer, ctx.dim = regularizer, dim
@@ -112,7 +110,7 @@ class Regularizer:
         return _Conjugate.apply(theta, self, dim)
 
     def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
-        """ŷ_Ω(θ) and a term added to ⟨θ, ŷ⟩ − Ω(ŷ) in Ω*(θ) (None: nothing), from one solve."""
+        """ŷ_Ω(θ) and Ω(ŷ) when the solve gives it (None: Ω*(θ) = ⟨θ, ŷ⟩ − Ω(ŷ) calls :meth:`omega`)."""
         return self.predict(theta, dim), None
 
     def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Optional, Union
 
 import torch
 
+from .._structures import subset_barycentre
 from ._core import (capped_threshold, capped_threshold_unit, check_scores, compute_dtype, finite_min, move_back,
                     move_to_last)
 from .fenchel_young import Regularizer
@@ -279,13 +280,24 @@ def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1,
     return move_back(ll + out, dim)
 
 
+def check_in_polytope(y: torch.Tensor, k: int, exactly_k: bool, dim: int, name: str) -> None:
+    """A clear error unless every slice of ``y`` along ``dim`` lies in the k-subsets polytope (up to rounding):
+    entries in [0, 1] summing to k (at most k).  A class index, i.e. a one-hot target, is outside it for k > 1."""
+    tol = math.sqrt(torch.finfo(y.dtype).eps) * k
+    count = y.sum(dim)
+    if bool(((y < -tol) | (y > 1 + tol)).any()) or bool((count > k + tol).any()) or (
+            exactly_k and bool(((count - k).abs() > tol).any())):
+        raise ValueError(f"`{name}` must lie in the k-subsets polytope: entries in [0, 1] summing to "
+                         f"{'' if exactly_k else 'at most '}k = {k} along dim (a class index is not a target for k > 1)")
+
+
 class KSubsets(Regularizer):
     """SparseMAP over k-subsets as a regulariser: Ω(μ) = ½‖μ‖² on {0 <= μ <= 1, Σ μ = k}.
 
     Its prediction map is :func:`ksubsets`; the HFY update q ← Xᵀμ then returns the *sum*
     of the retrieved patterns when μ is integral.  The structured margin is 1: the output is
     the indicator of the top k iff the k-th and (k+1)-th scores differ by at least 1.
-    The energy's reference point is (k/N)·1.
+    The energy's reference point is the barycentre of the structures ((k/N)·1 for exactly k).
     """
 
     margin = 1.0
@@ -308,19 +320,12 @@ class KSubsets(Regularizer):
         """L(θ; y) for a target in the domain {0 <= y <= 1, Σ y = k (or <= k)}; a clear error otherwise (a
         class index, i.e. a one-hot target, is outside it for k > 1, and the loss would be negative)."""
         if y.shape == theta.shape:  # (the base class names a shape mismatch)
-            yl = y.to(compute_dtype(theta.dtype))
-            tol = math.sqrt(torch.finfo(yl.dtype).eps) * self.k
-            count = yl.sum(dim)
-            outside = bool(((yl < -tol) | (yl > 1 + tol)).any()) or bool((count > self.k + tol).any()) or (
-                self.exactly_k and bool(((count - self.k).abs() > tol).any()))
-            if outside:
-                raise ValueError(f"`y` must lie in the k-subsets polytope: entries in [0, 1] summing to "
-                                 f"{'' if self.exactly_k else 'at most '}k = {self.k} along dim (a class index is "
-                                 "not a target for k > 1)")
+            check_in_polytope(y.to(compute_dtype(theta.dtype)), self.k, self.exactly_k, dim, "y")
         return super().loss(theta, y, dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)
+        """The barycentre of the structures: (k/N)·1, or the average of the subsets of at most k entries."""
+        return torch.as_tensor(subset_barycentre(n, self.k, self.exactly_k), dtype=like.dtype, device=like.device)
 
     def max_entropy(self, n: int) -> float:
         raise ValueError("KSubsets has no entropy on the simplex")

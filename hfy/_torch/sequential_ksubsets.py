@@ -18,9 +18,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .._structures import barycentre, mixture_bonus, mixture_bonus_value
 from .._validate import check_transition
 from ._core import check_scores, compute_dtype, move_back, move_to_last
-from .ksubsets import ksubsets
+from .ksubsets import check_in_polytope, ksubsets
 from .fenchel_young import Regularizer
 from .sparsemap import SparseMAP, active_set, check_weight, resolve_max_iter, sparsemap
 
@@ -464,10 +465,32 @@ def sequential_ksubsets(z: torch.Tensor, k: int, transition: FloatLike = 0.0, di
     return move_back(mu.reshape(zl.shape).to(z.dtype), dim)
 
 
+class _MixtureBonus(torch.autograd.Function):
+    """V_w(μ) for the rows of ``mu`` (R, N), with the dual of the linear program as its (super)gradient.
+
+    A scipy linear program per row on the CPU in float64 (structures in closed form); the result comes back
+    in the dtype and on the device of ``mu``."""
+
+    @staticmethod
+    def forward(ctx, mu, k, w, exactly_k):
+        values = [mixture_bonus_value(row, k, w, exactly_k) for row in mu.detach().to("cpu", torch.float64).numpy()]
+        ctx.save_for_backward(mu)
+        ctx.args = k, w, exactly_k
+        return torch.tensor(values, dtype=mu.dtype, device=mu.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mu,) = ctx.saved_tensors
+        rows = mu.detach().to("cpu", torch.float64).numpy()
+        duals = np.stack([mixture_bonus(row, *ctx.args)[1] for row in rows]) if rows.shape[0] else rows
+        return grad.unsqueeze(-1) * torch.from_numpy(duals).to(dtype=mu.dtype, device=mu.device), None, None, None
+
+
 class SequentialKSubsets(SparseMAP):
     """The SparseMAP regulariser over sequential k-subsets with contiguity bonus ``transition``.
 
-    The reference point of the HFY energy is (k/N)·1, the barycentre of the k-subsets
+    Ω(μ) = ½‖μ‖² − V_w(μ) with V_w(μ) the bonus of the best mixture with marginals μ (see :meth:`omega`).
+    The reference point of the HFY energy is the barycentre of the structures, (k/N)·1 for exactly k
     (only constants of the energy depend on it).
     """
 
@@ -489,29 +512,37 @@ class SequentialKSubsets(SparseMAP):
             flat, shape = self._flat(theta, dim)
             if flat.shape[0]:  # (μ and the mixture's bonus are those of the saturated scores)
                 flat = _saturated(flat.to(compute_dtype(theta.dtype)), self.k, self.w, self.exactly_k)
-                mu, bonus = super()._predict_for_conjugate(flat.to(theta.dtype).reshape(shape), -1)
-                return mu.movedim(-1, dim), bonus
+                mu, omega_mu = super()._predict_for_conjugate(flat.to(theta.dtype).reshape(shape), -1)
+                return mu.movedim(-1, dim), omega_mu
         return super()._predict_for_conjugate(theta, dim)
 
+    def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Ω(μ) = ½‖μ‖² − V_w(μ), V_w(μ) = max { w Σ_s π_s b_s : π a mixture of structures with marginals μ }.
+
+        At a structure y, V_w(y) = w·b(y) in closed form; elsewhere V_w is a linear program on the Viterbi
+        lattice, solved row by row on the CPU (:func:`hfy._structures.mixture_bonus`): the maps, the
+        conjugate and the energy's dynamics never need it, and the energy's constant evaluates it once per
+        reference point.  Its gradient in μ is μ minus the program's dual, a supergradient of V_w.  A
+        clear error for μ outside the polytope.  Without a bonus, and for windows, Ω(μ) = ½‖μ‖².
+        """
+        quadratic = 0.5 * (mu * mu).sum(dim)
+        if self.w == 0.0:
+            return quadratic
+        moved = mu.movedim(dim, -1)
+        bonus = _MixtureBonus.apply(moved.reshape(-1, moved.shape[-1]), self.k, self.w, self.exactly_k)
+        return quadratic - bonus.reshape(moved.shape[:-1])
+
     def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        """L(θ; y) = Ω*(θ) + ½‖y‖² − w b(y) − ⟨θ, y⟩ for a target structure y (0/1, Σ y = k or <= k), with
-        b(y) its adjacent pairs: >= 0, and 0 when the prediction is y.  With w != 0 the target must be a
-        structure (a fractional target has no single bonus)."""
-        if self.w == 0.0:  # (w = 0, and windows, whose bonus k − 1 is the same for every structure)
-            return Regularizer.loss(self, theta, y, dim)
-        if y.shape != theta.shape:
-            raise ValueError(f"`y` must have the shape of `theta` {tuple(theta.shape)}; got {tuple(y.shape)}")
-        yl = y.to(theta.dtype).movedim(dim, -1)
-        count = yl.sum(-1)
-        if not bool(((yl == 0) | (yl == 1)).all()) or bool((count > self.k).any()) or (
-                self.exactly_k and bool((count != self.k).any())):
-            raise ValueError(f"`y` must be a structure: 0/1 entries, {'exactly' if self.exactly_k else 'at most'} "
-                             f"k = {self.k} of them along dim (a fractional target has no single bonus b(y))")
-        bonus = (yl[..., :-1] * yl[..., 1:]).sum(-1)
-        return Regularizer.loss(self, theta, y, dim) - self.w * bonus
+        """L(θ; y) = Ω*(θ) + Ω(y) − ⟨θ, y⟩ for a target y in the polytope, >= 0 and 0 when the prediction is y;
+        at a structure Ω(y) = ½‖y‖² − w·b(y), b(y) its adjacent pairs.  A clear error for y outside the polytope."""
+        if y.shape == theta.shape:  # (the base class names a shape mismatch)
+            check_in_polytope(y.to(compute_dtype(theta.dtype)), self.k, self.exactly_k, dim, "y")
+        return Regularizer.loss(self, theta, y, dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.full((n,), self.k / n, dtype=like.dtype, device=like.device)
+        """The barycentre of the structures: of the k-subsets (or of at most k), or of the windows."""
+        return torch.as_tensor(barycentre(n, self.k, self.transition, self.exactly_k), dtype=like.dtype,
+                               device=like.device)
 
     def __repr__(self) -> str:
         return f"SequentialKSubsets(k={self.k}, transition={self.transition}, exactly_k={self.exactly_k})"

@@ -417,6 +417,13 @@ class SparseMAP(Regularizer):
         return mu.reshape(shape).movedim(-1, dim)
 
     def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Ω(μ) = ½‖μ‖² without a bonus.  With w != 0, Ω(μ) = ½‖μ‖² − max_π w Σ_s π_s b_s over the mixtures π
+        with marginals μ, which needs the user's polytope: a clear error (:class:`SequentialKSubsets`
+        computes it)."""
+        if self.w != 0.0:
+            raise ValueError("`mu`: with a pairwise bonus w != 0, Ω(μ) subtracts the bonus of the best mixture with "
+                             "marginals μ, which the general regulariser cannot compute (use constant='none' for the "
+                             "energy; SequentialKSubsets computes it)")
         return 0.5 * (mu * mu).sum(dim)
 
     def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -428,18 +435,20 @@ class SparseMAP(Regularizer):
         return super().loss(theta, y, dim)
 
     def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
-        """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² (gradient μ) adds the expected bonus w Σ_s π_s b_s to
-        ⟨θ, μ⟩ − ½‖μ‖²: one active-set solve gives μ and the mixture π."""
+        """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² (gradient μ) is ⟨θ, μ⟩ − Ω(μ) with Ω(μ) = ½‖μ‖² − w Σ_s π_s b_s:
+        the optimal mixture π has the best expected bonus among those with marginals μ, so one active-set
+        solve gives μ and Ω(μ)."""
         if self.w == 0.0:
             return super()._predict_for_conjugate(theta, dim)
         flat, shape = self._flat(theta, dim)
         if flat.shape[0] == 0:  # an empty batch
-            return super()._predict_for_conjugate(theta, dim)
+            mu = theta * 0.0
+            return mu, mu.sum(dim)
         _check_finite(flat)
         sol = active_set(flat, self.map_oracle, self.w, self.max_iter, start=self.warm_start)
         mu = sol.mu.to(theta.dtype).reshape(shape).movedim(-1, dim)
         bonus = (sol.weights * sol.features).sum(-1).reshape(shape[:-1])
-        return mu, self.w * bonus.to(theta.dtype)
+        return mu, 0.5 * (mu * mu).sum(dim) - self.w * bonus.to(theta.dtype)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:
         if self._reference is None:

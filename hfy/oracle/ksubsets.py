@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._structures import subset_barycentre
 from ..reference._core import as_scores
 from ..reference.fenchel_young import masked_dot
 from ..reference.ksubsets import positive_k
@@ -83,4 +84,4 @@ class KSubsets(Regularizer):
         return bool(np.all(p >= -DOMAIN_TOL) and np.all(p <= 1 + DOMAIN_TOL) and fits)
 
     def reference_point(self, n: int) -> np.ndarray:
-        return np.full(n, self.k / n)
+        return subset_barycentre(n, self.k, self.exactly_k)

@@ -11,8 +11,8 @@ import itertools
 import math
 
 import numpy as np
-from scipy import sparse
 
+from .._structures import barycentre, viterbi_lattice
 from .._validate import check_transition
 from ..reference._core import as_scores
 from ..reference.ksubsets import positive_k
@@ -78,50 +78,15 @@ def _flow(theta: np.ndarray, k: int, transition: float = 0.0, exactly_k: bool = 
     if math.isinf(transition):
         A, b = enumerate_structures(n, k, transition, exactly_k)
         return _enumerated(theta, A, b, 0.0)
-    w = float(transition)
-    node = {}
-    for i in range(n):
-        for c in range(k + 1):
-            for s in (0, 1):
-                if (s == 1 and c == 0) or c > i + 1:
-                    continue
-                node[(i, c, s)] = len(node)
-    edges = []  # (tail or -1 for the source, head, bonus flag)
-    edges.append((-1, node[(0, 0, 0)], 0.0))
-    edges.append((-1, node[(0, 1, 1)], 0.0))
-    for (i, c, s), v in node.items():
-        if i == n - 1:
-            continue
-        for s2 in (0, 1):
-            c2 = c + s2
-            if (i + 1, c2, s2) in node:
-                edges.append((v, node[(i + 1, c2, s2)], 1.0 if (s == 1 and s2 == 1) else 0.0))
-    sinks = [v for (i, c, s), v in node.items() if i == n - 1 and (c == k if exactly_k else c <= k)]
-    m, nv = len(edges), len(node)
-    # incidence matrices, sparse: dense ones of this size make cvxpy's canonicalisation dominate the solve
-    def ones_at(rows, cols, shape):
-        return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
-
-    tails = np.array([t for (t, _, _) in edges])
-    heads = np.array([h for (_, h, _) in edges])
-    cols = np.arange(m)
-    internal = tails >= 0
-    inc_in = ones_at(heads, cols, (nv, m))
-    inc_out = ones_at(tails[internal], cols[internal], (nv, m))
-    f = cp.Variable(m, nonneg=True)
-    t = cp.Variable(len(sinks), nonneg=True)  # flow leaving each admissible last node
-    out_extra = ones_at(sinks, np.arange(len(sinks)), (nv, len(sinks)))
-    keys = {val: key for key, val in node.items()}
-    selects = np.array([keys[h][2] == 1 for h in heads])  # edges into a "selected" node
-    unary = ones_at([keys[h][0] for h in heads[selects]], cols[selects], (n, m))
-    bonus = np.array([flag for (_, _, flag) in edges])
-    mu = unary @ f
-    constraints = [inc_in @ f == inc_out @ f + out_extra @ t, cp.sum(f[:2]) == 1]
-    problem = cp.Problem(cp.Maximize(theta @ mu + w * (bonus @ f) - 0.5 * cp.sum_squares(mu)), constraints)
+    lat = viterbi_lattice(n, k, bool(exactly_k))
+    f = cp.Variable(lat.bonus.size, nonneg=True)
+    mu = lat.unary @ f
+    problem = cp.Problem(cp.Maximize(theta @ mu + float(transition) * (lat.bonus @ f) - 0.5 * cp.sum_squares(mu)),
+                         [lat.flow @ f == lat.rhs])
     solve_quietly(problem)
     if f.value is None:
         raise RuntimeError(f"cvxpy failed: status {problem.status}")
-    return np.clip(unary @ f.value, 0.0, 1.0), float(problem.value)
+    return np.clip(lat.unary @ f.value, 0.0, 1.0), float(problem.value)
 
 
 def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exactly_k: bool = True,
@@ -155,9 +120,10 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
 
 class SequentialKSubsets(Regularizer):
     """SparseMAP over sequential k-subsets as a regulariser: μ and Ω*(θ) = max θᵀμ + w·(expected pairs) − ½‖μ‖²
-    are the solution and optimal value of the flow QP (windows, w = inf: the enumerated windows, N <= MAX_N).
-    Ω(μ) = ½‖μ‖² as in the other layers; with w != 0 the Fenchel-Young loss takes a structure as target and
-    subtracts its bonus w·b(y).
+    are the solution and optimal value of the flow QP (windows, w = inf: the enumerated windows).  With a
+    finite bonus Ω(μ) = ½‖μ‖² − V_w(μ), V_w(μ) the largest w·(expected pairs) of a mixture of structures with
+    marginals μ: a linear program over the listed structures (N <= MAX_N) or over the flows of the lattice.
+    The reference point is the average of the listed structures (the closed forms for N > MAX_N).
 
     See Also
     --------
@@ -177,19 +143,38 @@ class SequentialKSubsets(Regularizer):
         return _flow(theta, self.k, self.transition, self.exactly_k)
 
     def omega_value(self, p: np.ndarray) -> float:
-        return 0.5 * float(p @ p)
+        quadratic = 0.5 * float(p @ p)
+        if self.transition == 0.0 or math.isinf(self.transition):
+            return quadratic
+        return quadratic - mixture_bonus(p, self.k, self.transition, self.exactly_k)
 
     def in_domain(self, p: np.ndarray) -> bool:
-        return True  # (as in the other layers: ½‖μ‖² is evaluated wherever it is asked for)
-
-    def loss(self, theta, y, dim: int = -1) -> np.ndarray:
-        if self.transition == 0.0 or math.isinf(self.transition):
-            return super().loss(theta, y, dim)
-        y = np.asarray(y, dtype=np.float64)
-        yl = np.moveaxis(y, dim, -1)
-        if not np.all((yl == 0) | (yl == 1)):
-            raise ValueError("`y` must be a structure (0/1 entries) when the bonus is not 0")
-        return super().loss(theta, y, dim) - self.transition * np.sum(yl[..., :-1] * yl[..., 1:], axis=-1)
+        return True  # (as in the other layers: ½‖μ‖² is evaluated wherever it is asked for, V_w checks μ)
 
     def reference_point(self, n: int) -> np.ndarray:
-        return np.full(n, self.k / n)
+        if n <= MAX_N:
+            return enumerate_structures(n, self.k, self.transition, self.exactly_k)[0].mean(0)
+        return barycentre(n, self.k, self.transition, self.exactly_k)
+
+
+def mixture_bonus(mu, k: int, transition: float, exactly_k: bool = True) -> float:
+    """V_w(μ) = max { w Σ_s π_s b_s : π a mixture of structures with marginals μ } for one row ``mu`` (cvxpy).
+
+    Over the listed structures for N <= MAX_N (the convex hull of the list), over the unit flows of the
+    Viterbi lattice otherwise.  A clear error when no mixture has marginals μ.
+    """
+    cp = cvxpy()
+    mu = np.asarray(mu, dtype=np.float64)
+    w = float(transition)
+    if mu.size <= MAX_N:
+        A, b = enumerate_structures(mu.size, k, w, exactly_k)
+        pi = cp.Variable(A.shape[0], nonneg=True)
+        problem = cp.Problem(cp.Maximize(w * (b @ pi)), [A.T @ pi == mu, cp.sum(pi) == 1])
+    else:
+        lat = viterbi_lattice(mu.size, k, bool(exactly_k))
+        f = cp.Variable(lat.bonus.size, nonneg=True)
+        problem = cp.Problem(cp.Maximize(w * (lat.bonus @ f)), [lat.flow @ f == lat.rhs, lat.unary @ f == mu])
+    solve_quietly(problem)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise ValueError(f"`mu` is not a mixture of structures (the linear program is {problem.status})")
+    return float(problem.value)

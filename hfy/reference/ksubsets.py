@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._structures import subset_barycentre
 from ._core import apply_along, as_scores, capped_threshold, common_offset
 
 
@@ -90,7 +91,7 @@ def ksubsets_jacobian(theta, k: int, exactly_k: bool = True) -> np.ndarray:
 class KSubsets:
     """Ω(μ) = ½‖μ‖² on the k-subsets polytope {0 <= μ <= 1, Σ μ = k}; ŷ_Ω = :func:`ksubsets`.
 
-    Ω*(θ) = ½‖θ‖² − ½‖θ − μ‖² (Moreau).  Structured margin 1; reference point (k/N)·1.
+    Ω*(θ) = ½‖θ‖² − ½‖θ − μ‖² (Moreau).  Structured margin 1; reference point: the barycentre of the structures.
     """
 
     margin = 1.0
@@ -117,7 +118,8 @@ class KSubsets:
         return self.conjugate(theta, dim) + self.omega(y, dim) - np.sum(theta * y, axis=dim)
 
     def reference_point(self, n: int) -> np.ndarray:
-        return np.full(n, self.k / n)
+        """The barycentre of the structures: (k/N)·1, or the average of the subsets of at most k entries."""
+        return subset_barycentre(n, self.k, self.exactly_k)
 
     def jacobian(self, theta) -> np.ndarray:
         return ksubsets_jacobian(theta, self.k, self.exactly_k)

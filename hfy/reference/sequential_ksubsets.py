@@ -14,8 +14,10 @@ import math
 
 import numpy as np
 
+from .._structures import barycentre, check_marginals, mixture_bonus_value
 from .._validate import check_transition
 from ._core import apply_along, as_scores
+from .fenchel_young import _reduce_along
 from .ksubsets import _check_k, positive_k
 from .sparsemap import ActiveSet, sparsemap_active_set
 
@@ -154,9 +156,13 @@ def sequential_ksubsets(z, k: int, transition: float = 0.0, dim: int = -1, exact
 
 
 class SequentialKSubsets:
-    """SparseMAP over sequential k-subsets as a regulariser (reference point (k/N)·1).
+    """SparseMAP over sequential k-subsets as a regulariser; its reference point is the barycentre of the
+    structures (:func:`~hfy._structures.barycentre`).
 
-    Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖², computed from the active set.
+    Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖², computed from the active set, and with a finite bonus
+    Ω(μ) = ½‖μ‖² − V_w(μ), V_w the bonus of the best mixture with marginals μ (a linear program on the
+    Viterbi lattice, :func:`~hfy._structures.mixture_bonus`).  With w = inf every window has the same
+    bonus, which the map drops, and Ω(μ) = ½‖μ‖².
     """
 
     margin = float("inf")
@@ -173,7 +179,11 @@ class SequentialKSubsets:
 
     def omega(self, mu, dim: int = -1) -> np.ndarray:
         mu = np.asarray(mu, dtype=np.float64)
-        return 0.5 * np.sum(mu * mu, axis=dim)
+        quadratic = 0.5 * np.sum(mu * mu, axis=dim)
+        if self.transition == 0.0 or math.isinf(self.transition):
+            return quadratic
+        return quadratic - _reduce_along(lambda row: mixture_bonus_value(row, self.k, self.transition, self.exactly_k),
+                                         mu, dim, "mu")
 
     def conjugate(self, theta, dim: int = -1) -> np.ndarray:
         theta = np.moveaxis(as_scores(theta, "theta"), dim, -1)
@@ -184,8 +194,19 @@ class SequentialKSubsets:
             out.append(float(act.weights @ (act.structures @ row + w * act.features) - 0.5 * act.mu @ act.mu))
         return np.array(out).reshape(theta.shape[:-1])
 
+    def loss(self, theta, y, dim: int = -1) -> np.ndarray:
+        """L(θ; y) = Ω*(θ) + Ω(y) − ⟨θ, y⟩ for a target y in the polytope (a structure: Ω(y) = ½‖y‖² − w·b(y))."""
+        theta, y = as_scores(theta, "theta"), np.asarray(y, dtype=np.float64)
+        if y.shape != theta.shape:
+            raise ValueError(f"`y` must have the shape of `theta` {theta.shape}; got {y.shape}")
+        if not math.isinf(self.transition):  # (a clear error naming `y`; Ω checks its argument as `mu`)
+            for row in np.moveaxis(y, dim, -1).reshape(-1, y.shape[dim]):
+                check_marginals(row, self.k, self.exactly_k, "y")
+        dot = np.sum(np.where(y != 0, theta, 0.0) * y, axis=dim)  # (masked scores meet y = 0)
+        return self.conjugate(theta, dim) + self.omega(y, dim) - dot
+
     def reference_point(self, n: int) -> np.ndarray:
-        return np.full(n, self.k / n)
+        return barycentre(n, self.k, self.transition, self.exactly_k)
 
     def __repr__(self) -> str:
         return f"SequentialKSubsets(k={self.k}, transition={self.transition}, exactly_k={self.exactly_k})"

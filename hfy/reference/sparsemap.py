@@ -186,6 +186,12 @@ class SparseMAP:
         return np.array(vals).reshape(moved.shape[:-1])
 
     def omega(self, mu, dim: int = -1) -> np.ndarray:
+        """Ω(μ) = ½‖μ‖² without a bonus.  With w != 0, Ω(μ) = ½‖μ‖² − max_π w Σ_s π_s b_s over the mixtures π
+        with marginals μ, which needs the user's polytope: a clear error (SequentialKSubsets computes it)."""
+        if self.w != 0.0:
+            raise ValueError("`mu`: with a pairwise bonus w != 0, Ω(μ) subtracts the bonus of the best mixture with "
+                             "marginals μ, which the general regulariser cannot compute (use constant='none' for the "
+                             "energy; SequentialKSubsets computes it)")
         mu = np.asarray(mu, dtype=np.float64)
         return 0.5 * np.sum(mu * mu, axis=dim)
 
