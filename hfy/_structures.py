@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from scipy import optimize, sparse
@@ -115,15 +115,25 @@ def viterbi_lattice(n: int, k: int, exactly_k: bool = True) -> Lattice:
     return Lattice(sparse.vstack([conserve, source]).tocsr(), rhs, unary, np.array(pairs))
 
 
-def check_marginals(mu: np.ndarray, k: int, exactly_k: bool, name: str = "mu") -> None:
-    """A clear error unless ``mu`` (1-D) lies in the k-subsets polytope (up to rounding): entries in [0, 1]
-    summing to k (at most k).  Every k-subset is a sequential k-subset, so this is also their polytope."""
-    tol = math.sqrt(np.finfo(np.float64).eps) * max(k, 1)
+def polytope_point(mu: np.ndarray, k: int, exactly_k: bool, name: str = "mu", tol: Optional[float] = None) -> np.ndarray:
+    """``mu`` (1-D) moved onto the k-subsets polytope (entries in [0, 1] summing to k, or at most k), which it may
+    miss by rounding; a clear error naming it if it misses by more than ``tol`` (default √eps·k in float64;
+    pass the rounding of the dtype μ was computed in).  Every k-subset is a sequential k-subset, so this is
+    also their polytope.  The excess or deficit of the sum is spread over the entries in proportion to their
+    room, which keeps them in [0, 1]."""
+    tol = math.sqrt(np.finfo(np.float64).eps) * max(k, 1) if tol is None else tol
     total = float(mu.sum())
     if (not np.all(np.isfinite(mu)) or np.any(mu < -tol) or np.any(mu > 1.0 + tol) or total > k + tol
             or (exactly_k and abs(total - k) > tol)):
         raise ValueError(f"`{name}` must lie in the marginal polytope: entries in [0, 1] summing to "
                          f"{'' if exactly_k else 'at most '}k = {k} (a mixture of structures has such marginals)")
+    mu = np.clip(mu, 0.0, 1.0)
+    gap = k - float(mu.sum())
+    if gap > 0 and exactly_k:
+        mu = mu + gap * (1.0 - mu) / (1.0 - mu).sum()
+    elif gap < 0:
+        mu = mu + gap * mu / mu.sum()
+    return mu
 
 
 def structure_bonus(mu: np.ndarray, k: int, exactly_k: bool):
@@ -136,21 +146,22 @@ def structure_bonus(mu: np.ndarray, k: int, exactly_k: bool):
     return float(mu[:-1] @ mu[1:])
 
 
-def mixture_bonus(mu: np.ndarray, k: int, w: float, exactly_k: bool = True) -> Tuple[float, np.ndarray]:
+def mixture_bonus(mu: np.ndarray, k: int, w: float, exactly_k: bool = True,
+                  tol: Optional[float] = None) -> Tuple[float, np.ndarray]:
     """V_w(μ) and a supergradient of V_w at μ, for one row ``mu`` (N,) of the polytope and a finite w.
 
     V_w(μ) = max { w·bonus·f : f a unit flow of the lattice with unary·f = μ }, solved by HiGHS; the
     supergradient is the dual of the constraints unary·f = μ (unique where V_w is differentiable, up to a
-    multiple of 1 along which exactly k has no room).  A clear error when μ is outside the polytope.
+    multiple of 1 along which exactly k has no room).  A clear error when μ is outside the polytope by more
+    than ``tol`` (:func:`polytope_point`).
     """
-    mu = np.asarray(mu, dtype=np.float64)
+    mu = polytope_point(np.asarray(mu, dtype=np.float64), k, exactly_k, tol=tol)
     n = mu.size
-    check_marginals(mu, k, exactly_k)
     if w == 0.0:
         return 0.0, np.zeros(n)
     lat = viterbi_lattice(n, k, bool(exactly_k))
     res = optimize.linprog(-w * lat.bonus, A_eq=sparse.vstack([lat.flow, lat.unary]).tocsr(),
-                           b_eq=np.concatenate([lat.rhs, np.clip(mu, 0.0, 1.0)]), bounds=(0, None), method="highs")
+                           b_eq=np.concatenate([lat.rhs, mu]), bounds=(0, None), method="highs")
     if res.status != 0:
         raise ValueError(f"`mu`: the linear program for the bonus of the best mixture failed ({res.message})")
     # linprog minimises −V; its marginals are the derivatives of that minimum in the right-hand side
@@ -162,13 +173,12 @@ def _reference_bonus(data: bytes, k: int, w: float, exactly_k: bool) -> float:
     return mixture_bonus(np.frombuffer(data, dtype=np.float64), k, w, exactly_k)[0]
 
 
-def mixture_bonus_value(mu: np.ndarray, k: int, w: float, exactly_k: bool = True) -> float:
+def mixture_bonus_value(mu: np.ndarray, k: int, w: float, exactly_k: bool = True, tol: Optional[float] = None) -> float:
     """V_w(μ) for one row: w·b(y) in closed form at a structure, the linear program otherwise (memoised for
     rows seen before, such as the reference point of an energy evaluated at every step)."""
-    mu = np.ascontiguousarray(mu, dtype=np.float64)
     if w == 0.0:
         return 0.0
-    check_marginals(mu, k, exactly_k)
+    mu = np.ascontiguousarray(polytope_point(np.asarray(mu, dtype=np.float64), k, exactly_k, tol=tol))
     b = structure_bonus(mu, k, exactly_k)
     if b is not None:
         return w * b

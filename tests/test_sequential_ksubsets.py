@@ -787,6 +787,21 @@ def test_omega_with_a_bonus_gradcheck(w, exactly_k):
         assert torch.autograd.gradcheck(lambda u: reg.omega(mu0 + basis @ u), (u,), **GRADCHECK)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_omega_with_a_bonus_in_lower_precisions(dtype):
+    """Marginals computed in a lower precision miss the polytope by their rounding: Ω accepts them (moved onto
+    it), returns the input dtype, and is close to Ω of the float64 marginals; the loss accepts them as targets."""
+    k, w = 2, 0.5
+    reg = hfy.SequentialKSubsets(k, w)
+    theta = torch.from_numpy(random_scores((6, 7), 1.5, seed=9))
+    mu = reg.predict(theta.to(dtype))
+    value = reg.omega(mu)
+    assert value.dtype == dtype
+    np.testing.assert_allclose(value.double().numpy(), reg.omega(reg.predict(theta)).numpy(), rtol=0,
+                               atol=8 * dtype_atol(dtype))
+    assert torch.isfinite(reg.loss(theta.to(dtype), mu)).all()
+
+
 def test_omega_with_a_bonus_refuses_points_outside_the_polytope():
     """Ω is +inf outside the polytope, where no mixture has the marginals: a clear error naming the argument,
     in all three layers; the general regulariser cannot compute Ω with a bonus and says so."""

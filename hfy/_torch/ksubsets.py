@@ -282,8 +282,10 @@ def constrained_sparsemax(z: torch.Tensor, upper: torch.Tensor, dim: int = -1,
 
 def check_in_polytope(y: torch.Tensor, k: int, exactly_k: bool, dim: int, name: str) -> None:
     """A clear error unless every slice of ``y`` along ``dim`` lies in the k-subsets polytope (up to rounding):
-    entries in [0, 1] summing to k (at most k).  A class index, i.e. a one-hot target, is outside it for k > 1."""
+    entries in [0, 1] summing to k (at most k), up to the rounding of the dtype of ``y`` (floating), its sum taken in
+    at least float32.  A class index, i.e. a one-hot target, is outside it for k > 1."""
     tol = math.sqrt(torch.finfo(y.dtype).eps) * k
+    y = y.to(compute_dtype(y.dtype))
     count = y.sum(dim)
     if bool(((y < -tol) | (y > 1 + tol)).any()) or bool((count > k + tol).any()) or (
             exactly_k and bool(((count - k).abs() > tol).any())):
@@ -320,7 +322,7 @@ class KSubsets(Regularizer):
         """L(θ; y) for a target in the domain {0 <= y <= 1, Σ y = k (or <= k)}; a clear error otherwise (a
         class index, i.e. a one-hot target, is outside it for k > 1, and the loss would be negative)."""
         if y.shape == theta.shape:  # (the base class names a shape mismatch)
-            check_in_polytope(y.to(compute_dtype(theta.dtype)), self.k, self.exactly_k, dim, "y")
+            check_in_polytope(y.to(theta.dtype), self.k, self.exactly_k, dim, "y")
         return super().loss(theta, y, dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -473,9 +473,11 @@ class _MixtureBonus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mu, k, w, exactly_k):
-        values = [mixture_bonus_value(row, k, w, exactly_k) for row in mu.detach().to("cpu", torch.float64).numpy()]
+        tol = math.sqrt(torch.finfo(mu.dtype).eps) * k  # (μ computed in a lower precision misses the polytope more)
+        rows = mu.detach().to("cpu", torch.float64).numpy()
+        values = [mixture_bonus_value(row, k, w, exactly_k, tol) for row in rows]
         ctx.save_for_backward(mu)
-        ctx.args = k, w, exactly_k
+        ctx.args = k, w, exactly_k, tol
         return torch.tensor(values, dtype=mu.dtype, device=mu.device)
 
     @staticmethod
@@ -536,7 +538,7 @@ class SequentialKSubsets(SparseMAP):
         """L(θ; y) = Ω*(θ) + Ω(y) − ⟨θ, y⟩ for a target y in the polytope, >= 0 and 0 when the prediction is y;
         at a structure Ω(y) = ½‖y‖² − w·b(y), b(y) its adjacent pairs.  A clear error for y outside the polytope."""
         if y.shape == theta.shape:  # (the base class names a shape mismatch)
-            check_in_polytope(y.to(compute_dtype(theta.dtype)), self.k, self.exactly_k, dim, "y")
+            check_in_polytope(y.to(theta.dtype), self.k, self.exactly_k, dim, "y")
         return Regularizer.loss(self, theta, y, dim)
 
     def reference_point(self, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .._structures import barycentre, check_marginals, mixture_bonus_value
+from .._structures import barycentre, mixture_bonus_value, polytope_point
 from .._validate import check_transition
 from ._core import apply_along, as_scores
 from .fenchel_young import _reduce_along
@@ -201,7 +201,7 @@ class SequentialKSubsets:
             raise ValueError(f"`y` must have the shape of `theta` {theta.shape}; got {y.shape}")
         if not math.isinf(self.transition):  # (a clear error naming `y`; Ω checks its argument as `mu`)
             for row in np.moveaxis(y, dim, -1).reshape(-1, y.shape[dim]):
-                check_marginals(row, self.k, self.exactly_k, "y")
+                polytope_point(row, self.k, self.exactly_k, "y")
         dot = np.sum(np.where(y != 0, theta, 0.0) * y, axis=dim)  # (masked scores meet y = 0)
         return self.conjugate(theta, dim) + self.omega(y, dim) - dot
 
