@@ -155,6 +155,8 @@ def mixture_bonus(mu: np.ndarray, k: int, w: float, exactly_k: bool = True,
     multiple of 1 along which exactly k has no room).  A clear error when μ is outside the polytope by more
     than ``tol`` (:func:`polytope_point`).
     """
+    if not math.isfinite(w):
+        raise ValueError(f"`w` must be finite for the bonus of a mixture (windows carry none); got {w}")
     mu = polytope_point(np.asarray(mu, dtype=np.float64), k, exactly_k, tol=tol)
     n = mu.size
     if w == 0.0:

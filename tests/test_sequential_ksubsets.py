@@ -815,6 +815,10 @@ def test_omega_with_a_bonus_refuses_points_outside_the_polytope():
         hfy.SequentialKSubsets(3, 0.5).loss(torch.zeros(6, dtype=torch.float64), torch.from_numpy(mu))
     with pytest.raises(ValueError, match="`y`"):
         ref.SequentialKSubsets(3, 0.5).loss(np.zeros((2, 6)), np.stack([mu, mu]))
+    from hfy._structures import mixture_bonus
+
+    with pytest.raises(ValueError, match="`w`"):
+        mixture_bonus(np.full(6, 0.5), 3, INF)
 
     def top_2(v):
         i = v.topk(2, dim=-1).indices
