@@ -531,7 +531,15 @@ class SequentialKSubsets(SparseMAP):
         if self.w == 0.0:
             return quadratic
         moved = mu.movedim(dim, -1)
-        bonus = _MixtureBonus.apply(moved.reshape(-1, moved.shape[-1]), self.k, self.w, self.exactly_k)
+        flat = moved.reshape(-1, moved.shape[-1])
+        if torch.is_grad_enabled() and flat.requires_grad:  # (the program's dual is the gradient)
+            bonus = _MixtureBonus.apply(flat, self.k, self.w, self.exactly_k)
+        else:  # structures, the targets of training, in closed form on the batch; a program per other row
+            count = flat.sum(-1)
+            vertex = ((flat == 0) | (flat == 1)).all(-1) & (count <= self.k) & ((count == self.k) | (not self.exactly_k))
+            bonus = self.w * (flat[:, :-1] * flat[:, 1:]).sum(-1)
+            if not bool(vertex.all()):
+                bonus[~vertex] = _MixtureBonus.apply(flat[~vertex], self.k, self.w, self.exactly_k)
         return quadratic - bonus.reshape(moved.shape[:-1])
 
     def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
