@@ -30,3 +30,19 @@ def small_batch_path(request, monkeypatch):
     monkeypatch.setattr(fast, "SPARSEMAX_SORT_SIZE", size)
     monkeypatch.setattr(fast, "ENTMAX15_SORT_SIZE", size)
     return request.param
+
+
+@pytest.fixture(params=["compiled", "batched"])
+def sequential_solver(request, monkeypatch):
+    """The test runs twice: with CPU scores solved by the compiled row-by-row active set of sequential
+    k-subsets (:mod:`hfy._compiled.sequential`, skipped without numba), and by the batched torch solver
+    (``HFY_JIT=0``), the one CUDA tensors always use."""
+    import hfy._compiled as compiled
+
+    if request.param == "compiled":
+        monkeypatch.setenv("HFY_JIT", "1")
+        if not compiled.enabled():
+            pytest.skip("numba is not installed: no compiled kernels")
+    else:
+        monkeypatch.setenv("HFY_JIT", "0")
+    return request.param

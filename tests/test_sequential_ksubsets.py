@@ -28,6 +28,11 @@ from hfy.testing import (
     random_scores,
 )
 
+#: every test runs with both CPU solvers: compiled and batched (see the fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("sequential_solver")
+#: tests of the batched solver's own steps (its start, its drop rounds, its oracle) run with it alone
+BATCHED_ONLY = pytest.mark.parametrize("sequential_solver", ["batched"], indirect=True)
+
 INF = math.inf
 TRANSITIONS = [-0.5, 0.0, 0.01, 1.0, INF]
 
@@ -66,6 +71,7 @@ def viterbi_cases():
     return cases
 
 
+@BATCHED_ONLY
 @pytest.mark.parametrize("n,k,w,exactly_k,seed", viterbi_cases())
 def test_budgeted_viterbi_matches_brute_force(n, k, w, exactly_k, seed):
     """Ten random rows per case (400 in all): the batched and the reference MAP reach the brute-force optimum."""
@@ -507,6 +513,7 @@ def test_cuda_matches_cpu(w):
 # --- the batched solver's warm start, early exits and partial inner loops -----------------------------------
 
 
+@BATCHED_ONLY
 @pytest.mark.parametrize("exactly_k", [True, False], ids=["exactly", "at-most"])
 @pytest.mark.parametrize("k", [2, 5])
 def test_ksubsets_start_is_an_affinely_independent_mixture_of_admissible_structures(k, exactly_k):
@@ -529,6 +536,7 @@ def test_ksubsets_start_is_an_affinely_independent_mixture_of_admissible_structu
         assert torch.linalg.matrix_rank(lifted).item() == lifted.shape[0]
 
 
+@BATCHED_ONLY
 def test_chain_layout_orders_every_row_and_nests_fractional_neighbours():
     """The layout is a permutation of each row; between two fractional neighbours it lays out singletons
     whose mass makes their arcs nest, so the start selects them together min(μ_i, μ_{i+1}) of the time."""
@@ -555,6 +563,7 @@ def test_chain_layout_orders_every_row_and_nests_fractional_neighbours():
         assert torch.equal(order.sort(1).values, torch.arange(40).expand(16, 40))
 
 
+@BATCHED_ONLY
 def test_the_start_has_most_of_the_adjacent_pairs_its_marginals_allow():
     """Σ_i min(μ_i, μ_{i+1}) bounds the expected adjacent pairs of any mixture with marginals μ."""
     from hfy._torch.sequential_ksubsets import ksubsets_start
@@ -569,6 +578,7 @@ def test_the_start_has_most_of_the_adjacent_pairs_its_marginals_allow():
         assert float(pairs.sum() / bound.sum()) > 0.9
 
 
+@BATCHED_ONLY
 @pytest.mark.parametrize("exactly_k", [True, False])
 def test_the_mixture_start_is_used_only_for_a_small_bonus_on_narrow_supports(exactly_k):
     """The batch starts from the k-subsets mixture for w = 0 (its solution), and when the mean number F of
@@ -634,6 +644,7 @@ def test_regulariser_conjugate_takes_one_solve_with_the_danskin_gradient(monkeyp
         reg.conjugate(bad, dim=1)
 
 
+@BATCHED_ONLY
 def test_active_set_falls_back_to_map_structures_when_the_start_is_unusable():
     """A row whose start has no weight, or whose start structures are affinely dependent, starts cold."""
     from hfy._torch import sparsemap as sm
@@ -651,6 +662,7 @@ def test_active_set_falls_back_to_map_structures_when_the_start_is_unusable():
     np.testing.assert_allclose(mu.numpy(), ref.sequential_ksubsets(theta.numpy(), 3, 0.5), rtol=0, atol=REFERENCE_ATOL)
 
 
+@BATCHED_ONLY
 @pytest.mark.parametrize("rounds", [1, 2, 100])
 def test_rows_finishing_at_different_iterations_with_partial_inner_loops(monkeypatch, rounds):
     """A batch whose rows need from one to many iterations, with at most ``rounds`` structures dropped per

@@ -237,6 +237,7 @@ def structured_regularisers():
 N_TRAJECTORIES = 10 * 3 * 16
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 @pytest.mark.parametrize("name,omega,n", structured_regularisers(), ids=[r[0] for r in structured_regularisers()])
 def test_energy_decreases_along_trajectories(name, omega, n):
     """E(q_{t+1}) <= E(q_t) along the CCCP iteration, for 48 random trajectories per regulariser."""
@@ -250,6 +251,7 @@ def test_energy_decreases_along_trajectories(name, omega, n):
         assert torch.isfinite(res.energies).all()
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 @pytest.mark.parametrize("name,omega,omega_ref", [
     ("KSubsets(2)", hfy.KSubsets(2), ref.KSubsets(2)),
     ("KSubsets(3, at most)", hfy.KSubsets(3, exactly_k=False), ref.KSubsets(3, exactly_k=False)),
@@ -403,6 +405,7 @@ def test_general_solver_refuses_non_finite_scores(bad):
         hfy.SparseMAP(top_2, w=0.5).conjugate(theta)
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 def test_windows_association_retrieval():
     """k = 2, w = inf: the update returns x_i + x_{i+1} exactly when pair {i, i+1} beats every overlapping pair
     by >= 1 and every disjoint pair by >= 2 (in βXq), and is fractional otherwise."""
@@ -424,6 +427,7 @@ def test_windows_association_retrieval():
     assert torch.equal(exact & integral, ok)
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 def test_sequential_recall_step_recovers_the_neighbour():
     """The update is a sum, so q ← Xᵀν − q removes the current pattern from the pair and leaves its successor."""
     H = torch.tensor([[1.0]])
@@ -478,6 +482,7 @@ def _margin_slack(theta, A, b, w, s):
     return float((score[s] - score[others] - 0.5 * ((A[s] - A[others]) ** 2).sum(1)).min())
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 @pytest.mark.parametrize("w", [-0.6, 0.3, 1.5])
 def test_structured_margin_with_a_finite_bonus(w):
     """ŷ(θ) = a_s iff score(a_s) − score(a_s') >= ½‖a_s − a_s'‖² for every other structure s', with the
@@ -501,6 +506,7 @@ def test_structured_margin_with_a_finite_bonus(w):
     assert min(outcomes.values()) >= 30, outcomes
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 @pytest.mark.parametrize("name,omega,w", [("KSubsets(3)", hfy.KSubsets(3), 0.0),
                                           ("SequentialKSubsets(3, 0.4)", hfy.SequentialKSubsets(3, 0.4), 0.4),
                                           ("SequentialKSubsets(3, -0.5)", hfy.SequentialKSubsets(3, -0.5), -0.5)])
@@ -544,6 +550,7 @@ def _structured_triples():
     ]
 
 
+@pytest.mark.usefixtures("sequential_solver")  # (both CPU solvers of sequential k-subsets)
 @pytest.mark.parametrize("name,orc,reference,fast", _structured_triples(), ids=[t[0] for t in _structured_triples()])
 def test_structured_regularisers_in_three_layers(name, orc, reference, fast):
     """The oracle regularisers (the quadratic programs, solved by cvxpy) agree with the reference and the

@@ -18,12 +18,13 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .. import _compiled as compiled
 from .._structures import barycentre, mixture_bonus, mixture_bonus_value
 from .._validate import check_transition
 from ._core import check_scores, compute_dtype, move_back, move_to_last
 from .ksubsets import check_in_polytope, ksubsets
 from .fenchel_young import Regularizer
-from .sparsemap import SparseMAP, active_set, check_weight, resolve_max_iter, sparsemap
+from .sparsemap import ActiveSets, SparseMAP, active_set, check_weight, resolve_max_iter, sparsemap
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -347,15 +348,46 @@ def _right_of_zero(theta: torch.Tensor, k: int, exactly_k: bool, max_iter: int):
     def start(t: torch.Tensor):
         return sol.structures.clone(), sol.features, sol.weights
 
+    start.pinned = True  # (the active set it holds is the point: the batched solver must start from it)
     return start
 
 
 def _oracle(k: int, w: float, exactly_k: bool):
+    """The batched MAP oracle of the structures; for CPU scores, :func:`hfy._torch.sparsemap.active_set` hands
+    the whole solve to the compiled row-by-row solver it carries (``solve_rows``, see :func:`_solve_rows`)."""
     def oracle(v: torch.Tensor):
         return budgeted_viterbi(v, k, w, exactly_k)
 
+    def solve_rows(theta: torch.Tensor, max_iter: int, tol: float, structures: bool, warm: bool):
+        return _solve_rows(theta, k, w, exactly_k, max_iter, tol, structures, warm)
+
     oracle.__name__ = f"budgeted_viterbi(k={k}, w={w}, exactly_k={exactly_k})"
+    oracle.solve_rows = solve_rows
     return oracle
+
+
+def _solve_rows(theta: torch.Tensor, k: int, w: float, exactly_k: bool, max_iter: int, tol: float, structures: bool,
+                warm: bool) -> Optional[ActiveSets]:
+    """The active set of every row of the float64 CPU scores ``theta`` (B, N), compiled
+    (:mod:`hfy._compiled.sequential`); None where the compiled kernels are not available (no numba, or
+    ``HFY_JIT=0``), or where rounding stopped them (the batched solver then runs).  ``warm``: start from the mixture of :func:`ksubsets_start` where the bonus is small
+    (decided row by row), else from the MAP structure."""
+    kernels = compiled.sequential_kernels()
+    if kernels is None:
+        return None
+    mode = kernels.WINDOWS if math.isinf(w) else (kernels.EXACTLY if exactly_k else kernels.AT_MOST)
+    rows = np.ascontiguousarray(theta.detach().numpy())
+    mu, tau, n_iter, A, feats, weights, sizes = kernels.solve(rows, int(k), 0.0 if math.isinf(w) else float(w),
+                                                              mode, int(max_iter), float(tol), bool(structures),
+                                                              bool(warm))
+    if n_iter == kernels.SINGULAR:  # rounding broke a factorisation (not seen in practice): the batched solver
+        return None
+    if n_iter < 0:
+        raise RuntimeError(f"SparseMAP active set did not converge in {max_iter} iterations; pass a larger "
+                           "`max_iter` (a row needs a few iterations per fractional marginal)")
+    valid = torch.arange(A.shape[1]).unsqueeze(0) < torch.from_numpy(sizes).unsqueeze(1)
+    return ActiveSets(torch.from_numpy(mu), torch.from_numpy(A), torch.from_numpy(feats), valid,
+                      torch.from_numpy(weights), torch.from_numpy(tau), int(n_iter))
 
 
 def _saturated(flat: torch.Tensor, k: int, w: float, exactly_k: bool) -> torch.Tensor:

@@ -196,9 +196,22 @@ def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, ma
     The solver runs in float64 whatever the dtype of ``theta`` (the oracle sees float64 scores) and
     returns float64 tensors: its tests of affine independence compare distances with 1e-6, below the
     rounding of float32 solves on the Gram matrices of a few dozen structures.
+
+    An oracle may carry a whole solver for CPU scores, ``oracle.solve_rows(theta, max_iter, tol,
+    structures, warm)`` returning these :class:`ActiveSets` (or None to decline): the oracle of
+    sequential k-subsets carries the compiled row-by-row active set (:mod:`hfy._compiled.sequential`),
+    with its own warm start when ``start`` is given.  A ``start`` marked ``pinned`` (whose active set
+    matters, not only its speed) always runs here.
     """
     theta = theta.to(torch.float64)
-    return _active_set(theta, oracle, w, resolve_max_iter(max_iter, theta.shape[-1]), tol, start, structures)
+    max_iter = resolve_max_iter(max_iter, theta.shape[-1])
+    solve_rows = getattr(oracle, "solve_rows", None)
+    if solve_rows is not None and theta.device.type == "cpu" and not getattr(start, "pinned", False):
+        sol = solve_rows(theta, max_iter, 1e3 * torch.finfo(theta.dtype).eps if tol is None else tol, structures,
+                         start is not None)
+        if sol is not None:
+            return sol
+    return _active_set(theta, oracle, w, max_iter, tol, start, structures)
 
 
 def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSets:
