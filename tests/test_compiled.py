@@ -22,7 +22,7 @@ TOL = 1e3 * np.finfo(np.float64).eps
 
 
 def kernels():
-    return compiled.kernels("sequential")
+    return compiled.sequential_kernels()
 
 
 def brute_force(theta, k, w, mode):
@@ -246,86 +246,3 @@ def test_rows_that_fill_their_slots_are_solved_again_with_more():
         assert wide[6].max() > 8
         np.testing.assert_allclose(narrow[0], wide[0], rtol=0, atol=REFERENCE_ATOL)
         np.testing.assert_allclose(narrow[0], ref.sequential_ksubsets(theta, 9, 0.01), rtol=0, atol=REFERENCE_ATOL)
-
-
-def capped_kernels():
-    return compiled.kernels("capped")
-
-
-def test_ksubsets_threshold_steps_and_walk_agree_with_the_reference():
-    """The k-subsets threshold from the candidates: by Newton and bisection steps, and by the walk down the sorted
-    breakpoints (their fallback), on random rows, ties, integer totals and not; the projection of whole rows
-    also beyond 2⁵³, where x_(m) − 1 rounds to x_(m) and only the indicator rule gives the exact answer."""
-    K = capped_kernels()
-    rng = np.random.default_rng(0)
-    rows = [rng.normal(size=50) * s for s in (0.01, 1.0, 30.0)] + [np.round(rng.normal(size=50)), np.zeros(50)]
-    huge = np.array([1e20, 0.0, 5.0, 0.3, -2.0, 1e20 + 2**17])
-    for x in rows + [huge]:
-        n = x.shape[0]
-        for total in (1.0, 2.0, 2.5, 3.0, n - 1.0):
-            m = int(np.ceil(total))
-            cand, scratch = np.empty(n + 1), np.empty(n + 1)
-            xm, nc = K.candidates(x, m, cand, scratch)
-            assert xm == np.sort(x)[::-1][m - 1] and nc == int((x >= xm - 1.0).sum())
-            out = np.empty((1, n))
-            K.ksubsets_rows(x[None], np.array([total]), out)
-            taus = [] if x is huge else [K.unit_threshold(cand, nc, xm, total), K._walk(cand, nc, total)]
-            for mu in [out[0]] + [np.clip(x - tau, 0.0, 1.0) for tau in taus]:
-                assert mu.sum() == pytest.approx(total, abs=1e-9)
-                if total == m:
-                    # (the huge scores are capped for every total here: so are 100 and 101 in their place)
-                    expected = ref.ksubsets(x if x is not huge else np.array([100, 0, 5, 0.3, -2, 101]), m)
-                    np.testing.assert_allclose(mu, expected, rtol=0, atol=REFERENCE_ATOL)
-
-
-def test_compiled_ksubsets_is_used_on_cpu_and_matches_the_torch_solver(monkeypatch):
-    """CPU batches go to the compiled projection (float32 and float64, per-row k, masks, a middle dim, at most k,
-    full rows); with HFY_JIT=0 the torch solver gives the same output, and integral rows are exactly 0/1."""
-    gen = torch.Generator().manual_seed(4)
-    z = torch.randn(40, 7, 30, generator=gen, dtype=torch.float64)
-    z[0, 0, :5] = -math.inf
-    z[1, 1] = torch.arange(30.0)  # integral for every k: gaps of 1
-    per_row = torch.randint(1, 6, (40, 1, 30), generator=gen)[:, :, :1].expand(40, 1, 1).reshape(40, 1, 1)
-    calls = []
-    rows = capped_kernels().ksubsets_rows
-    monkeypatch.setattr(capped_kernels(), "ksubsets_rows", lambda *a: (calls.append(a[0].shape), rows(*a))[1])
-    for dtype in (torch.float64, torch.float32):
-        for k, dim, exactly_k in [(3, -1, True), (per_row.expand(40, 1, 30), 1, True), (4, -1, False), (25, -1, True)]:
-            zz = z.to(dtype)
-            fast = hfy.ksubsets(zz, k, dim=dim, exactly_k=exactly_k)
-            with monkeypatch.context() as m:
-                m.setenv("HFY_JIT", "0")
-                slow = hfy.ksubsets(zz, k, dim=dim, exactly_k=exactly_k)
-            np.testing.assert_allclose(fast.double().numpy(), slow.double().numpy(), rtol=0,
-                                       atol=1e-12 if dtype == torch.float64 else 1e-6)
-            assert bool(torch.isfinite(fast).all())
-    assert len(calls) == 8
-    indicator = hfy.ksubsets(z[1, 1].float(), 4)
-    assert set(indicator.tolist()) == {0.0, 1.0} and float(indicator.sum()) == 4.0
-
-
-def test_compiled_ksubsets_backward_matches_the_torch_backward(monkeypatch):
-    """The compiled product with the Jacobian (exactly k, CPU) gives the torch backward's gradient, float64 and
-    float32, along a middle dim, with masks; it passes gradcheck in float64."""
-    gen = torch.Generator().manual_seed(8)
-    z = torch.randn(6, 20, 9, generator=gen, dtype=torch.float64)
-    z[0, :4, 0] = -math.inf
-    g = torch.randn(6, 20, 9, generator=gen, dtype=torch.float64)
-    calls = []
-    backward = capped_kernels().ksubsets_backward
-    monkeypatch.setattr(capped_kernels(), "ksubsets_backward", lambda *a: (calls.append(1), backward(*a))[1])
-
-    def grad(dtype):
-        t = z.detach().to(dtype).clone().requires_grad_()
-        (hfy.ksubsets(t, 3, dim=1) * g.to(dtype)).sum().backward()
-        return t.grad.double()
-
-    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
-        fast = grad(dtype)
-        with monkeypatch.context() as m:
-            m.setenv("HFY_JIT", "0")
-            slow = grad(dtype)
-        np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=0, atol=atol)
-    assert len(calls) == 2
-    t = torch.randn(5, 8, generator=gen, dtype=torch.float64).requires_grad_()
-    assert torch.autograd.gradcheck(lambda s: hfy.ksubsets(s, 3), (t,))

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import hfy
-import hfy._compiled as compiled
 import hfy.oracle as oracle
 import hfy.reference as ref
 from hfy.reference._core import bisect_decreasing, capped_threshold
@@ -88,23 +87,14 @@ def _sort_batches_up_to(monkeypatch, size):
 
 @pytest.fixture
 def newton_passes(monkeypatch):
-    """Every batch takes the torch Newton passes, however few its scores (see ``UNIT_SORT_SIZE``), CPU
-    batches too (``HFY_JIT=0``: no compiled kernel)."""
-    monkeypatch.setenv("HFY_JIT", "0")
+    """Every batch takes the Newton passes, however few its scores (see ``UNIT_SORT_SIZE``)."""
     _sort_batches_up_to(monkeypatch, 0)
 
 
-@pytest.fixture(params=["sorted", "newton", "compiled"])
+@pytest.fixture(params=["sorted", "newton"])
 def threshold_path(request, monkeypatch):
-    """The test runs three times: the torch solver with every batch sorted outright, and with every batch
-    through the Newton passes, whatever its size (short rows are then their own group maxima), both with
-    ``HFY_JIT=0``; and the compiled kernel that CPU batches take by default (skipped without numba)."""
-    if request.param == "compiled":
-        monkeypatch.setenv("HFY_JIT", "1")
-        if compiled.kernels("capped") is None:
-            pytest.skip("numba is not installed: no compiled kernels")
-        return request.param
-    monkeypatch.setenv("HFY_JIT", "0")
+    """The test runs twice: every batch sorted outright, and every batch through the Newton passes,
+    whatever its size; short rows are then their own group maxima."""
     _sort_batches_up_to(monkeypatch, 10**18 if request.param == "sorted" else 0)
     return request.param
 

@@ -24,7 +24,6 @@ from typing import Optional, Union
 
 import torch
 
-from .. import _compiled as compiled
 from .._structures import subset_barycentre
 from ._core import (capped_threshold, capped_threshold_unit, check_scores, compute_dtype, finite_min, move_back,
                     move_to_last)
@@ -78,23 +77,13 @@ class _CappedProjection(torch.autograd.Function):
         # result is copied back to the layout of the scores at the end)
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         snap = None  # the (flattened) rows whose k-subsets output is integral up to rounding
-        kernels = compiled.kernels("capped") if unit and x.device.type == "cpu" else None
-        if kernels is not None:  # CPU: the compiled projection, row by row (exact, full rows included)
-            n = x.shape[-1]
-            rows = x.detach().reshape(-1, n)
-            kernels.ksubsets_rows(rows.numpy() if rows.is_contiguous() else rows.contiguous().numpy(),
-                                  tot.expand(*x.shape[:-1], 1).reshape(-1).to(torch.float64).numpy(),
-                                  out.view(-1, n).numpy())
-            mu = out
+        if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
+            tau, snap = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked, top)
         else:
-            if unit:  # (any total in (0, cap_sum) keeps the solver's problem valid on the full rows)
-                tau, snap = capped_threshold_unit(x, torch.where(full, torch.full_like(tot, 0.5), tot), out, masked,
-                                                  top)
-            else:
-                tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
-            tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
-            mu = torch.sub(x, tau, out=out).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
+            tau = capped_threshold(x, u, torch.where(full, cap_sum - 1.0, tot).clamp_min(0.0))
+        tau = torch.where(full, torch.full_like(tau, -math.inf), tau)
         active = None
+        mu = torch.sub(x, tau, out=out).clamp_(0.0, 1.0) if unit else torch.minimum((x - tau).clamp_(min=0.0), u)
         if not exactly:  # (only k-subsets have "at most k")
             slack = raw.clamp(0.0, 1.0)
             inside = slack.sum(-1, keepdim=True) <= tot
@@ -121,14 +110,6 @@ class _CappedProjection(torch.autograd.Function):
     def backward(ctx, grad):
         mu, u, active = ctx.saved_tensors
         g = grad.to(mu.dtype)
-        kernels = compiled.kernels("capped") if ctx.unit and mu.device.type == "cpu" else None
-        plain = active is None and not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])  # exactly k, no caps
-        if kernels is not None and plain:
-            n = mu.shape[-1]
-            out = torch.empty(mu.shape, dtype=mu.dtype)
-            kernels.ksubsets_backward(mu.reshape(-1, n).contiguous().numpy(), g.reshape(-1, n).contiguous().numpy(),
-                                      out.view(-1, n).numpy())
-            return out.to(grad.dtype), None, None, None, None, None, None
         if ctx.unit:  # free entries 0 < μ < 1, without boolean tensors: ceil(μ − μ²) (μ − μ² > 0 there)
             fz = torch.addcmul(mu, mu, mu, value=-1.0).ceil_()
         else:

@@ -372,7 +372,7 @@ def _solve_rows(theta: torch.Tensor, k: int, w: float, exactly_k: bool, max_iter
     (:mod:`hfy._compiled.sequential`); None where the compiled kernels are not available (no numba, or
     ``HFY_JIT=0``), or where rounding stopped them (the batched solver then runs).  ``warm``: start from the mixture of :func:`ksubsets_start` where the bonus is small
     (decided row by row), else from the MAP structure."""
-    kernels = compiled.kernels("sequential")
+    kernels = compiled.sequential_kernels()
     if kernels is None:
         return None
     mode = kernels.WINDOWS if math.isinf(w) else (kernels.EXACTLY if exactly_k else kernels.AT_MOST)
