@@ -3,7 +3,7 @@ sequence of small steps per row (the active set of sequential k-subsets).
 
 numba is optional (the ``jit`` extra): without it, or with the environment variable ``HFY_JIT=0``, the
 batched torch solvers run instead, with the same results.  The kernels are compiled on first use and
-cached next to this module (a few seconds once).
+cached next to the module (about 20 s, once).
 """
 
 from __future__ import annotations
