@@ -86,7 +86,7 @@ def test_layout_kernel_is_the_chain_layout():
         expected = sq.chain_layout(mu, tol).numpy()
         for r in range(theta.shape[0]):
             order, key = np.zeros(60, dtype=np.int64), np.zeros(60, dtype=np.int64)
-            K._layout(mu[r].numpy(), float(tol[r]), key, order)
+            K._layout(mu[r].numpy(), float(tol[r]), key, order, sq.LAYOUT_FILL_STEPS, sq.LAYOUT_MAX_ROUNDS)
             np.testing.assert_array_equal(order, expected[r])
 
 
@@ -104,9 +104,9 @@ def test_start_kernel_is_an_affinely_independent_mixture_with_the_projection_as_
     for row in theta:
         pos, cnt = np.zeros((cap, k), dtype=np.int64), np.zeros(cap, dtype=np.int64)
         feat, pi, mu = np.zeros(cap, dtype=np.int64), np.zeros(cap), np.zeros(n)
-        tol = np.finfo(np.float64).eps * (1e3 * k + 8 * n * np.abs(row).max())
+        tol = float(sq._rounding(torch.from_numpy(row[None]), k))
         S, nfrac = K._start(row, k, mode, tol, pos, cnt, feat, pi, mu, np.zeros(2 * n), np.zeros(n, dtype=np.int64),
-                            np.zeros(n, dtype=np.int64))
+                            np.zeros(n, dtype=np.int64), sq.LAYOUT_FILL_STEPS, sq.LAYOUT_MAX_ROUNDS)
         expected = ref.ksubsets(row, k, exactly_k=exactly_k)
         assert nfrac == int(((expected > 1e-9) & (expected < 1 - 1e-9)).sum())
         A = np.zeros((S, n))
@@ -241,8 +241,10 @@ def test_rows_that_fill_their_slots_are_solved_again_with_more():
     K = kernels()
     theta = np.ascontiguousarray(0.05 * random_scores((6, 40), 1.0, seed=5))
     for start in (True, False):
-        wide = K.solve(theta, 9, 0.01, K.EXACTLY, 2000, TOL, True, start)
-        narrow = K.solve(theta, 9, 0.01, K.EXACTLY, 2000, TOL, True, start, 1)
+        rounding = sq._rounding(torch.from_numpy(theta), 9).reshape(-1).numpy()
+        args = (theta, 9, 0.01, K.EXACTLY, 2000, TOL, True, start, rounding, sq.compiled_rules())
+        wide = K.solve(*args)
+        narrow = K.solve(*args, 1)
         assert wide[6].max() > 8
         np.testing.assert_allclose(narrow[0], wide[0], rtol=0, atol=REFERENCE_ATOL)
         np.testing.assert_allclose(narrow[0], ref.sequential_ksubsets(theta, 9, 0.01), rtol=0, atol=REFERENCE_ATOL)

@@ -26,11 +26,6 @@ from numba import njit
 #: the structures: exactly k selections, at most k, or windows of k consecutive positions
 EXACTLY, AT_MOST, WINDOWS = 0, 1, 2
 
-#: a structure in the affine hull of the active ones has distance² below this to it (as in the batched solver)
-DEPENDENT = 1e-6
-
-EPS = np.finfo(np.float64).eps
-
 #: what a row's solve returns instead of its number of structures when it stops short: ``max_iter``
 #: reached; the slots are full (the caller grows them and solves the row again); the lifted Gram matrix
 #: lost positive definiteness to rounding (the batched solver takes the batch)
@@ -39,13 +34,12 @@ UNCONVERGED, FULL, SINGULAR = -1, -2, -3
 #: the slots for the active set of a row to start with (they double when full, up to N + 2)
 SLOTS = 64
 
-#: as in :func:`hfy._torch.sequential_ksubsets.chain_layout`
-LAYOUT_FILL_STEPS = 3
-LAYOUT_MAX_ROUNDS = 64
-
-#: as in :func:`hfy._torch.sequential_ksubsets._start`, but decided row by row
-MIXTURE_MAX_FRACTIONAL = 24
-MIXTURE_MAX_BONUS = 1.2
+# The rules shared with the batched solver come in as ``rules`` = (dependent, fill_steps, max_rounds,
+# max_fractional, max_bonus), from :func:`hfy._torch.sequential_ksubsets.compiled_rules`: a structure in the
+# affine hull of the active ones has distance² below ``dependent`` to it; the chain layout fills at most
+# ``max_rounds`` boundaries with at most ``fill_steps`` singletons each; a row starts from the mixture when
+# its projection has at most ``max_fractional`` fractional entries F and |w|·F <= ``max_bonus``.  (numba
+# would freeze copies of them into its cache, which does not see a change in another module.)
 
 
 @njit(cache=True)
@@ -225,7 +219,7 @@ def _projection(theta, k, mode, mu, bp):
 
 
 @njit(cache=True)
-def _layout(mu, tol, key, order):
+def _layout(mu, tol, key, order, fill_steps, max_rounds):
     """The order of the entries for the systematic sampling (:func:`hfy._torch.sequential_ksubsets.chain_layout`,
     one row) into ``order``: whole entries, the runs of fractional neighbours with singletons laid out
     between two neighbours until their arcs nest, the singletons left, the zeros.  ``key`` is scratch."""
@@ -265,13 +259,13 @@ def _layout(mu, tol, key, order):
                 j += 1
         by_need = np.argsort(need, kind="mergesort")  # the boundaries that need the least first
         free = ns
-        for r in range(min(nb, LAYOUT_MAX_ROUNDS)):
+        for r in range(min(nb, max_rounds)):
             if free == 0:
                 break
             i = at[by_need[r]]
             lo, hi = need[by_need[r]], 1.0 - min(mu[i], mu[i + 1])
             got = 0.0
-            for _ in range(LAYOUT_FILL_STEPS):
+            for _ in range(fill_steps):
                 if got >= lo:
                     break
                 room, best, pick = hi - got, 0.0, -1
@@ -296,7 +290,7 @@ def _layout(mu, tol, key, order):
 
 
 @njit(cache=True)
-def _start(theta, k, mode, tol, pos, cnt, feat, pi, mu, bp, key, used):
+def _start(theta, k, mode, tol, pos, cnt, feat, pi, mu, bp, key, used, fill_steps, max_rounds):
     """The k-subsets projection of θ written as a mixture of k-subsets by systematic sampling
     (:func:`hfy._torch.sequential_ksubsets.ksubsets_start`): the structures into the first slots; returns
     their number and the number of fractional entries of the projection."""
@@ -307,7 +301,7 @@ def _start(theta, k, mode, tol, pos, cnt, feat, pi, mu, bp, key, used):
         if tol < mu[i] < 1.0 - tol:
             nfrac += 1
     order = used
-    _layout(mu, tol, key, order)
+    _layout(mu, tol, key, order, fill_steps, max_rounds)
     ends = np.empty(n)
     cuts = np.empty(nfrac + 2)  # the fractional parts of the ends of the fractional entries: where the
     cuts[0], cuts[nfrac + 1] = 0.0, 1.0  # selection changes as the offset t sweeps [0, 1)
@@ -370,18 +364,19 @@ def _start(theta, k, mode, tol, pos, cnt, feat, pi, mu, bp, key, used):
 
 
 @njit(cache=True)
-def _solve_row(theta, k, w, mode, max_iter, tol, start, tol_start, pos, cnt, feat, pi, mu, E, P, G, L, c, q, x, ay,
-               ybuf, mark, v, bp, key, used):
-    """The active set of one row; returns (number of structures, τ, iterations); −1 structures when
-    ``max_iter`` iterations did not converge.  μ is written into ``mu``."""
+def _solve_row(theta, k, w, mode, max_iter, tol, start, tol_start, rules, pos, cnt, feat, pi, mu, E, P, G, L, c, q,
+               x, ay, ones, ybuf, mark, v, bp, key, used):
+    """The active set of one row; returns (number of structures, τ, iterations), or a status (UNCONVERGED,
+    FULL, SINGULAR) instead of the number of structures when it stops short.  μ is written into ``mu``."""
+    dependent, fill_steps, max_rounds, max_fractional, max_bonus = rules
     n = theta.shape[0]
     wf = 0.0 if mode == WINDOWS else w
     S = 0
     if mode != WINDOWS and start:
-        S, nfrac = _start(theta, k, mode, tol_start, pos, cnt, feat, pi, mu, bp, key, used)
+        S, nfrac = _start(theta, k, mode, tol_start, pos, cnt, feat, pi, mu, bp, key, used, fill_steps, max_rounds)
         if S < 0:
             return FULL, 0.0, 0
-        if w != 0.0 and (nfrac > MIXTURE_MAX_FRACTIONAL or abs(w) * nfrac > MIXTURE_MAX_BONUS):
+        if w != 0.0 and (nfrac > max_fractional or abs(w) * nfrac > max_bonus):
             S = 0
         for s in range(S):  # the overlaps of the start's structures
             for j in range(cnt[s]):
@@ -412,7 +407,6 @@ def _solve_row(theta, k, w, mode, max_iter, tol, start, tol_start, pos, cnt, fea
         total += pi[s]
     for s in range(S):
         pi[s] /= total
-    ones = np.ones(G.shape[0])
     tau = 0.0
     for it in range(1, max_iter + 1):
         # the QP on the active set, dropping structures whose weight would turn negative
@@ -477,7 +471,7 @@ def _solve_row(theta, k, w, mode, max_iter, tol, start, tol_start, pos, cnt, fea
         for s in range(S):
             dist -= x[s] * ay[s]
         new_pi = 0.0
-        if dist < DEPENDENT:  # swap y in along π ← π + t (e_y − λ) until the first weight reaches zero
+        if dist < dependent:  # swap y in along π ← π + t (e_y − λ) until the first weight reaches zero
             first, step = -1, np.inf
             for s in range(S):
                 if x[s] > tol:
@@ -513,11 +507,21 @@ def _solve_row(theta, k, w, mode, max_iter, tol, start, tol_start, pos, cnt, fea
 
 
 @njit(cache=True)
-def solve(theta, k, w, mode, max_iter, tol, keep, start, slots=SLOTS):
+def _grown(a, used, size):
+    """``a`` with room for ``size`` rows, its first ``used`` rows kept."""
+    out = np.zeros((size,) + a.shape[1:], dtype=a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
+@njit(cache=True)
+def solve(theta, k, w, mode, max_iter, tol, keep, start, rounding, rules, slots=SLOTS):
     """SparseMAP over sequential k-subsets for the rows of ``theta`` (B, N), float64.
 
     ``mode`` is EXACTLY, AT_MOST or WINDOWS (``w`` is then ignored); ``start`` warm-starts the rows
-    from the mixture of :func:`_start` (where the bonus is small), as the batched solver does.  The slots
+    from the mixture of :func:`_start` (where the bonus is small), as the batched solver does; ``rounding``
+    (B,) is each row's rounding of θ − τ, below which a marginal of the start counts as 0 or 1, and
+    ``rules`` the batched solver's constants (see above).  The slots
     for a row's active set start at ``slots`` and double when a row fills them (that row is solved again).
     Returns μ (B, N), τ (B,), the iterations of the slowest row, and with ``keep`` the active sets: dense
     structures (B, S, N), features (B, S), weights (B, S) and the number of structures of each row (B,),
@@ -558,11 +562,10 @@ def solve(theta, k, w, mode, max_iter, tol, keep, start, slots=SLOTS):
         q = np.zeros(cap)
         x = np.zeros(cap)
         ay = np.zeros(cap)
+        ones = np.ones(cap)
         while r < B:
-            # the rounding of θ − τ below which a marginal of the start counts as 0 or 1 (as in the batched start)
-            rounding = EPS * (1e3 * k + 8 * n * np.abs(theta[r]).max())
-            S, tau, it = _solve_row(theta[r], k, w, mode, max_iter, tol, start, rounding, pos, cnt, feat, pi,
-                                    mu_out[r], E, P, G, L, c, q, x, ay, ybuf, mark, v, bp, key, used)
+            S, tau, it = _solve_row(theta[r], k, w, mode, max_iter, tol, start, rounding[r], rules, pos, cnt, feat,
+                                    pi, mu_out[r], E, P, G, L, c, q, x, ay, ones, ybuf, mark, v, bp, key, used)
             if S == FULL and cap < n + 2:
                 break
             if S < 0:
@@ -574,15 +577,8 @@ def solve(theta, k, w, mode, max_iter, tol, keep, start, slots=SLOTS):
                 need = offset[r] + S
                 if need > all_pos.shape[0]:
                     grow = max(need, 2 * all_pos.shape[0])
-                    p2 = np.zeros((grow, k), dtype=np.int64)
-                    p2[: offset[r]] = all_pos[: offset[r]]
-                    c2 = np.zeros(grow, dtype=np.int64)
-                    c2[: offset[r]] = all_cnt[: offset[r]]
-                    f2 = np.zeros(grow, dtype=np.int64)
-                    f2[: offset[r]] = all_feat[: offset[r]]
-                    w2 = np.zeros(grow)
-                    w2[: offset[r]] = all_pi[: offset[r]]
-                    all_pos, all_cnt, all_feat, all_pi = p2, c2, f2, w2
+                    all_pos, all_cnt = _grown(all_pos, offset[r], grow), _grown(all_cnt, offset[r], grow)
+                    all_feat, all_pi = _grown(all_feat, offset[r], grow), _grown(all_pi, offset[r], grow)
                 for s in range(S):
                     all_pos[offset[r] + s] = pos[s]
                     all_cnt[offset[r] + s] = cnt[s]

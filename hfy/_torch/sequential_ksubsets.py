@@ -24,7 +24,7 @@ from .._validate import check_transition
 from ._core import check_scores, compute_dtype, move_back, move_to_last
 from .ksubsets import check_in_polytope, ksubsets
 from .fenchel_young import Regularizer
-from .sparsemap import ActiveSets, SparseMAP, active_set, check_weight, resolve_max_iter, sparsemap
+from .sparsemap import DEPENDENT, ActiveSets, SparseMAP, active_set, check_weight, resolve_max_iter, sparsemap
 
 FloatLike = Union[float, torch.Tensor]
 
@@ -366,6 +366,13 @@ def _oracle(k: int, w: float, exactly_k: bool):
     return oracle
 
 
+def compiled_rules():
+    """The constants the compiled solver shares with the batched one, read at each call: the affine-hull
+    test, the chain layout's limits and the mixture-start rule (see :mod:`hfy._compiled.sequential`)."""
+    return (float(DEPENDENT), int(LAYOUT_FILL_STEPS), int(LAYOUT_MAX_ROUNDS), int(MIXTURE_MAX_FRACTIONAL),
+            float(MIXTURE_MAX_BONUS))
+
+
 def _solve_rows(theta: torch.Tensor, k: int, w: float, exactly_k: bool, max_iter: int, tol: float, structures: bool,
                 warm: bool) -> Optional[ActiveSets]:
     """The active set of every row of the float64 CPU scores ``theta`` (B, N), compiled
@@ -376,10 +383,12 @@ def _solve_rows(theta: torch.Tensor, k: int, w: float, exactly_k: bool, max_iter
     if kernels is None:
         return None
     mode = kernels.WINDOWS if math.isinf(w) else (kernels.EXACTLY if exactly_k else kernels.AT_MOST)
-    rows = np.ascontiguousarray(theta.detach().numpy())
+    theta = theta.detach()
+    rows = np.ascontiguousarray(theta.numpy())
+    rounding = np.ascontiguousarray(_rounding(theta, k).reshape(-1).numpy())
     mu, tau, n_iter, A, feats, weights, sizes = kernels.solve(rows, int(k), 0.0 if math.isinf(w) else float(w),
                                                               mode, int(max_iter), float(tol), bool(structures),
-                                                              bool(warm))
+                                                              bool(warm), rounding, compiled_rules())
     if n_iter == kernels.SINGULAR:  # rounding broke a factorisation (not seen in practice): the batched solver
         return None
     if n_iter < 0:

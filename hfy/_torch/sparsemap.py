@@ -102,6 +102,9 @@ def _lifted_gram(A: torch.Tensor, vf: torch.Tensor) -> torch.Tensor:
     return _release((A @ A.transpose(1, 2) + 1.0) * vf.unsqueeze(-1) * vf.unsqueeze(-2), 1.0 - vf)
 
 
+#: A structure whose squared distance to the affine hull of the active ones is below this lies in it.
+DEPENDENT = 1e-6
+
 #: Structures an active-set iteration may drop per row before the oracle is called (see :func:`_active_set`).
 DROP_ROUNDS = 2
 
@@ -205,18 +208,16 @@ def active_set(theta: torch.Tensor, oracle: BatchedMapOracle, w: float = 0.0, ma
     """
     theta = theta.to(torch.float64)
     max_iter = resolve_max_iter(max_iter, theta.shape[-1])
+    tol = 1e3 * torch.finfo(theta.dtype).eps if tol is None else tol
     solve_rows = getattr(oracle, "solve_rows", None)
     if solve_rows is not None and theta.device.type == "cpu" and not getattr(start, "pinned", False):
-        sol = solve_rows(theta, max_iter, 1e3 * torch.finfo(theta.dtype).eps if tol is None else tol, structures,
-                         start is not None)
+        sol = solve_rows(theta, max_iter, tol, structures, start is not None)
         if sol is not None:
             return sol
     return _active_set(theta, oracle, w, max_iter, tol, start, structures)
 
 
 def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSets:
-    if tol is None:
-        tol = 1e3 * torch.finfo(theta.dtype).eps
     dtype, batch = theta.dtype, theta.shape[0]
     if start is None:
         a0, b0 = oracle(theta)
@@ -275,7 +276,7 @@ def _active_set(theta, oracle, w, max_iter, tol, start, structures) -> ActiveSet
         # is the new structure in the affine hull of the active ones?  λ solves the same QP with top = A y,
         # and ‖y − Aᵀλ‖² = yᵀy − λᵀAy − τ_λ
         lam, tau_lam = _solve(L, ay, vf)
-        dependent = (yy - (lam * ay).sum(-1) - tau_lam < 1e-6) & ready
+        dependent = (yy - (lam * ay).sum(-1) - tau_lam < DEPENDENT) & ready
         new_pi = torch.zeros_like(pi[:, :1])
         if bool(dependent.any()):
             ratio = torch.where(valid & (lam > tol), pi / lam, math.inf)
