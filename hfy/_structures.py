@@ -11,6 +11,8 @@
   the mixtures with those marginals, the one with the best expected bonus.  V_w is concave and
   piecewise linear in μ (the value of a linear program whose right-hand side is μ), so Ω is convex.
   At a structure y the only mixture is y itself and V_w(y) = w·b(y).
+* The same **bonus of the best mixture for any structures** given by their MAP oracle, by column
+  generation (:func:`mixture_bonus_by_columns`), for the general SparseMAP regularisers.
 
 The oracle solves the same linear program with cvxpy (over the listed structures for short rows),
 so the layers still meet as independent computations.
@@ -185,3 +187,95 @@ def mixture_bonus_value(mu: np.ndarray, k: int, w: float, exactly_k: bool = True
     if b is not None:
         return w * b
     return _reference_bonus(mu.tobytes(), k, float(w), bool(exactly_k))
+
+
+#: Penalty growth and its limit for the slack of the column-generation program (see
+#: :func:`mixture_bonus_by_columns`): the penalty starts at PENALTY times the scale of the bonuses and is
+#: multiplied by PENALTY_GROWTH until μ is met or PENALTY_ROUNDS increases have been made.
+PENALTY, PENALTY_GROWTH, PENALTY_ROUNDS = 1e3, 1e2, 4
+
+
+def mixture_bonus_by_columns(mu: np.ndarray, map_oracle, w: float, name: str = "mu", tol: Optional[float] = None,
+                             max_iter: Optional[int] = None) -> Tuple[float, np.ndarray]:
+    """V_w(μ) and a supergradient of V_w at μ for one row ``mu`` (N,), for any structures given by their MAP.
+
+    V_w(μ) = max { w Σ_s π_s b_s : π a mixture with marginals Σ_s π_s a_s = μ } is a linear program in the
+    weights of exponentially many structures; column generation solves it with the MAP oracle alone
+    (``map_oracle(v) -> (a, b)``, the argmax of vᵀa + w b).  HiGHS minimises −V over the structures found
+    so far and gives prices λ for the constraints Σ_s π_s a_s = μ and ν for Σ_s π_s = 1 (the derivatives
+    of −V in the right-hand side); a structure improves the program iff w b + λᵀa + ν > 0, the oracle at
+    v = λ returns the one that improves it most, and the program is optimal over all structures when even
+    that one does not.  Slack variables s± with a penalty make every restricted program feasible (the
+    first holds one structure); the penalty grows until the slack vanishes, which it does for μ in the
+    polytope once the penalty exceeds the size of the prices.  The program is then solved again without
+    the slack, whose penalty would otherwise set the prices of the coordinates on the polytope's boundary,
+    and −λ is the supergradient, as in :func:`mixture_bonus`.  A clear error naming ``name`` when no
+    mixture meets μ within ``tol`` (default √eps·max(1, Σμ)).
+    """
+    if not math.isfinite(w):
+        raise ValueError(f"`w` must be finite for the bonus of a mixture; got {w}")
+    mu = np.asarray(mu, dtype=np.float64)
+    tol = math.sqrt(np.finfo(np.float64).eps) * max(1.0, float(np.abs(mu).sum())) if tol is None else tol
+    if mu.ndim != 1 or not np.all(np.isfinite(mu)) or np.any(mu < -tol) or np.any(mu > 1.0 + tol):
+        raise ValueError(f"`{name}` must lie in the marginal polytope of the structures (finite, entries in [0, 1]); "
+                         f"got {mu!r}")
+    mu = np.clip(mu, 0.0, 1.0)
+    n = mu.size
+    max_iter = 10 * n + 100 if max_iter is None else max_iter
+    if w == 0.0:
+        return 0.0, np.zeros(n)
+    columns, features = [], []
+
+    def add(v):
+        a, b = map_oracle(v)
+        a = np.asarray(a, dtype=np.float64).reshape(n)
+        for known in columns:
+            if np.array_equal(known, a):
+                return False
+        columns.append(a)
+        features.append(float(b))
+        return True
+
+    add(mu)
+    identity = sparse.identity(n, format="csr")
+    rounds, slack_on = 0, True
+    for _ in range(max_iter):
+        A = np.array(columns)
+        b = np.array(features)
+        s = A.shape[0]
+        scale = 1.0 + abs(w) * float(np.abs(b).max())
+        weights_row = sparse.csr_matrix(np.ones((1, s)))
+        if slack_on:
+            penalty = PENALTY * scale * PENALTY_GROWTH ** rounds
+            cost = np.concatenate([-w * b, np.full(2 * n, penalty)])
+            constraints = sparse.vstack([sparse.hstack([sparse.csr_matrix(A.T), identity, -identity]),
+                                         sparse.hstack([weights_row, sparse.csr_matrix((1, 2 * n))])])
+        else:
+            cost = -w * b
+            constraints = sparse.vstack([sparse.csr_matrix(A.T), weights_row])
+        res = optimize.linprog(cost, A_eq=constraints.tocsr(), b_eq=np.concatenate([mu, [1.0]]), bounds=(0, None),
+                               method="highs")
+        if res.status != 0:  # (with slack every restricted program is feasible; without, μ is a mixture of them)
+            raise ValueError(f"`{name}`: the linear program for the bonus of the best mixture failed ({res.message})")
+        prices = np.asarray(res.eqlin.marginals, dtype=np.float64)
+        lam, nu = prices[:n], prices[n]
+        a, bonus = map_oracle(lam)
+        gain = w * float(bonus) + float(lam @ np.asarray(a, dtype=np.float64).reshape(n)) + nu  # −(reduced cost)
+        if gain > 1e-9 * scale * (1.0 + abs(float(res.fun))) and add(lam):
+            continue
+        weights = np.clip(res.x[:s], 0.0, None)
+        if not slack_on:  # optimal over all structures, with prices not inflated by the penalty
+            return float(w * (b @ weights)), -lam
+        slack = float(res.x[s:].sum())
+        if slack <= tol:
+            # μ is met, up to rounding if it was computed in a lower precision: go on from the marginals of the
+            # mixture found, which the structures meet exactly, without the slack (whose penalty would otherwise
+            # set the prices of coordinates on the boundary of the polytope)
+            mu, slack_on = A.T @ (weights / weights.sum()), False
+            continue
+        if rounds == PENALTY_ROUNDS:
+            raise ValueError(f"`{name}` must lie in the marginal polytope of the structures: no mixture of structures "
+                             f"has these marginals (they miss by {slack:.3g} in the 1-norm)")
+        rounds += 1
+    raise ValueError(f"`{name}`: column generation for the bonus of the best mixture did not converge in {max_iter} "
+                     "iterations")

@@ -816,7 +816,7 @@ def test_omega_with_a_bonus_in_lower_precisions(dtype):
 
 def test_omega_with_a_bonus_refuses_points_outside_the_polytope():
     """Ω is +inf outside the polytope, where no mixture has the marginals: a clear error naming the argument,
-    in all three layers; the general regulariser cannot compute Ω with a bonus and says so."""
+    in all three layers, and in the general regulariser (column generation) too."""
     mu = np.full(6, 0.6)  # sums to 3.6, not 3
     for reg in (ref.SequentialKSubsets(3, 0.5), oracle.SequentialKSubsets(3, 0.5)):
         with pytest.raises(ValueError, match="`mu`"):
@@ -837,7 +837,9 @@ def test_omega_with_a_bonus_refuses_points_outside_the_polytope():
         return torch.zeros_like(v).scatter(-1, i, 1.0), torch.zeros(v.shape[0], dtype=v.dtype)
 
     with pytest.raises(ValueError, match="`mu`"):
-        hfy.SparseMAP(top_2, w=0.5).omega(torch.full((6,), 1 / 3, dtype=torch.float64))
+        hfy.SparseMAP(top_2, w=0.5).omega(torch.from_numpy(mu / 0.6 * 0.4))  # (sums to 2.4, not 2)
+    # top_2 gives every structure the feature 0, so the bonus of any mixture is 0 and Ω = ½‖μ‖²
+    assert hfy.SparseMAP(top_2, w=0.5).omega(torch.full((6,), 1 / 3, dtype=torch.float64)).item() == pytest.approx(1 / 3)
     assert hfy.SparseMAP(top_2).omega(torch.full((6,), 1 / 3, dtype=torch.float64)).item() == pytest.approx(1 / 3)
 
 

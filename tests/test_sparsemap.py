@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import hfy
 import hfy.oracle as oracle
 import hfy.reference as ref
+from hfy.oracle.sequential_ksubsets import mixture_bonus_enumerated as oracle_bonus
 from hfy.oracle.sequential_ksubsets import sparsemap_enumerated
 from hfy.reference.sparsemap import sparsemap_bonus_derivative, sparsemap_jacobian
 from hfy.testing import (
@@ -22,6 +23,7 @@ from hfy.testing import (
     ORACLE_ATOL,
     PROPERTY_ATOL,
     REFERENCE_ATOL,
+    dtype_atol,
     finite_difference_jacobian,
     random_scores,
 )
@@ -197,10 +199,15 @@ def test_regulariser_danskin_and_conjugate():
     np.testing.assert_allclose(theta.grad.numpy(), mu.numpy(), rtol=0, atol=PROPERTY_ATOL)
     expected = ref.SparseMAP(two_groups_np_bonus(w), w).conjugate(theta.detach().numpy())
     np.testing.assert_allclose(reg.conjugate(theta.detach()).numpy(), expected, rtol=0, atol=REFERENCE_ATOL)
-    # with a bonus the loss needs the target's own bonus b(y), which the general regulariser does not know
-    # (Ω = ½‖μ‖² alone gave a loss of w Σ π_s b_s at the prediction, negative for w < 0)
-    with pytest.raises(ValueError, match="`y`"):
-        reg.loss(theta.detach(), mu)
+    # with a bonus, Ω subtracts the bonus of the best mixture (column generation): the loss is 0 at the
+    # prediction and positive at the structures that are not it, and the reference agrees
+    np.testing.assert_allclose(reg.loss(theta.detach(), mu).numpy(), 0.0, rtol=0, atol=PROPERTY_ATOL)
+    y = torch.from_numpy(A_PAIRS[[0, 4, 6, 11]])
+    loss = reg.loss(theta.detach(), y)
+    assert (loss > 0).all()
+    np.testing.assert_allclose(loss.numpy(), ref.SparseMAP(two_groups_np_bonus(w), w).loss(theta.detach().numpy(),
+                                                                                           y.numpy()),
+                               rtol=0, atol=REFERENCE_ATOL)
     plain = hfy.SparseMAP(two_groups())
     assert (plain.loss(theta.detach(), plain.predict(theta.detach())).abs() <= PROPERTY_ATOL).all()
 
@@ -211,6 +218,130 @@ def test_energy_needs_a_reference_point():
         hfy.energy(q, X, 1.0, hfy.SparseMAP(two_groups()))
     ybar = torch.from_numpy(A_PAIRS.mean(0))
     assert torch.isfinite(hfy.energy(q, X, 1.0, hfy.SparseMAP(two_groups(), reference_point=ybar)))
+
+
+# --- Ω with a bonus for a user's structures: column generation with the MAP oracle ----------------------------
+
+
+def two_group_points(rng, sizes=(1, 2, 3, 5, 12)):
+    """Points of the two-group polytope: mixtures of 1 (a structure), 2, ... 12 random structures."""
+    return np.stack([A_PAIRS[rng.choice(len(PAIRS), s, replace=False)].T @ rng.dirichlet(np.full(s, 0.7))
+                     for s in sizes for _ in range(2)])
+
+
+@pytest.mark.parametrize("w", [0.7, -0.4, 2.5])
+def test_omega_with_a_bonus_triangle(w):
+    """Ω(μ) = ½‖μ‖² − V_w(μ): column generation (torch and reference) against the program over all 12
+    structures (cvxpy), at structures, on faces and inside the polytope, along either dim."""
+    mu = two_group_points(np.random.default_rng(7))
+    bonus = np.array([oracle_bonus(row, A_PAIRS, B_PAIRS, w) for row in mu])
+    omega_ref = ref.SparseMAP(two_groups_np_bonus(w), w).omega(mu)
+    np.testing.assert_allclose(omega_ref, 0.5 * (mu * mu).sum(1) - bonus, rtol=0, atol=ORACLE_ATOL)
+    reg = hfy.SparseMAP(two_groups(w), w)
+    np.testing.assert_allclose(reg.omega(torch.from_numpy(mu)).numpy(), omega_ref, rtol=0, atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(reg.omega(torch.from_numpy(mu.T), dim=0).numpy(), omega_ref, rtol=0,
+                               atol=REFERENCE_ATOL)
+    # at a structure the only mixture is the structure: V_w(a_s) = w b_s
+    np.testing.assert_allclose(reg.omega(torch.from_numpy(A_PAIRS)).numpy(), 1.0 - w * B_PAIRS, rtol=0,
+                               atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize("w, exactly_k", [(0.6, True), (-0.5, True), (1.2, False)])
+def test_omega_by_columns_meets_the_lattice_program(w, exactly_k):
+    """Budgeted Viterbi handed to the general regulariser as a user's oracle: column generation gives the
+    value of the program on the Viterbi lattice that SequentialKSubsets solves, and the same losses."""
+    n, k = 14, 4
+    seq = hfy.SequentialKSubsets(k, w, exactly_k)
+    general = hfy.SparseMAP(lambda v: hfy.budgeted_viterbi(v, k, w, exactly_k), w)
+    theta = torch.from_numpy(random_scores((6, n), 0.6, seed=3))
+    mu = seq.predict(theta)
+    assert ((mu > 1e-6) & (mu < 1 - 1e-6)).any(-1).all()  # fractional rows: the programs have work to do
+    np.testing.assert_allclose(general.omega(mu).numpy(), seq.omega(mu).numpy(), rtol=0, atol=REFERENCE_ATOL)
+    y = hfy.budgeted_viterbi(torch.from_numpy(random_scores((6, n), 1.0, seed=4)), k, w, exactly_k)[0]
+    for target in (mu, y, 0.5 * (mu + y)):
+        np.testing.assert_allclose(general.loss(theta, target).numpy(), seq.loss(theta, target).numpy(), rtol=0,
+                                   atol=REFERENCE_ATOL)
+
+
+def test_omega_by_columns_is_convex_with_its_gradient():
+    """V_w is concave and piecewise linear, so Ω is convex: the gradient autograd returns (μ minus the
+    program's prices) is a subgradient, Ω(ν) >= Ω(μ) + ∇Ω(μ)ᵀ(ν − μ) everywhere in the polytope, and it is
+    the directional derivative inside a linear piece (random points inside the polytope)."""
+    w = 0.9
+    reg = hfy.SparseMAP(two_groups(w), w)
+    rng = np.random.default_rng(11)
+    mu = torch.from_numpy(two_group_points(rng)).requires_grad_()
+    reg.omega(mu).sum().backward()
+    others = torch.from_numpy(two_group_points(rng))
+    with torch.no_grad():
+        for i in range(mu.shape[0]):
+            gap = reg.omega(others) - reg.omega(mu[i]) - (others - mu[i]) @ mu.grad[i]
+            assert (gap >= -PROPERTY_ATOL).all()
+    inside = torch.from_numpy(A_PAIRS.T @ rng.dirichlet(np.ones(len(PAIRS)), size=4).T).T
+    inside.requires_grad_()
+    reg.omega(inside).sum().backward()
+    direction = torch.from_numpy(two_group_points(rng, (12, 12))) - inside.detach()
+    with torch.no_grad():
+        for i in range(inside.shape[0]):
+            step = FD_STEP * direction[i]
+            slope = (reg.omega(inside[i] + step) - reg.omega(inside[i] - step)) / (2 * FD_STEP)
+            assert abs(float(slope - inside.grad[i] @ direction[i])) <= FD_ATOL
+    # gradcheck through the mixture weights (a coordinate step of μ itself would leave the polytope)
+    logits = torch.from_numpy(rng.normal(size=(3, len(PAIRS)))).requires_grad_()
+    structures = torch.from_numpy(A_PAIRS)
+    assert torch.autograd.gradcheck(lambda r: reg.omega(torch.softmax(r, -1) @ structures), (logits,), **GRADCHECK)
+
+
+def test_omega_by_columns_errors_and_precision():
+    """Outside the polytope, a clear error naming the argument (`mu` for Ω, `y` for the loss), in both
+    layers; marginals computed in float32 or bfloat16 miss the polytope by rounding and are accepted."""
+    w = 0.7
+    reg, reg_ref = hfy.SparseMAP(two_groups(w), w), ref.SparseMAP(two_groups_np_bonus(w), w)
+    outside = [np.full(N_GROUPS, 2 / N_GROUPS),  # the right total, but not one unit per group
+               np.r_[np.full(G1, 0.5), np.zeros(G2)],  # 1.5 units in the first group, none in the second
+               np.r_[1.2, np.zeros(G1 - 1), 1.0, np.zeros(G2 - 1)],  # an entry above 1
+               np.r_[np.nan, np.zeros(N_GROUPS - 1)]]
+    theta = torch.zeros(N_GROUPS, dtype=torch.float64)
+    for mu in outside:
+        with pytest.raises(ValueError, match="`mu`"):
+            reg.omega(torch.from_numpy(mu))
+        with pytest.raises(ValueError, match="`mu`"):
+            reg_ref.omega(mu)
+        with pytest.raises(ValueError, match="`y`"):
+            reg.loss(theta, torch.from_numpy(mu))
+        with pytest.raises(ValueError, match="`y`"):
+            reg_ref.loss(theta.numpy(), mu)
+    assert reg.omega(torch.zeros(0, N_GROUPS, dtype=torch.float64)).shape == (0,)
+    with pytest.raises(ValueError, match="`w`"):
+        ref.SparseMAP(two_groups_np_bonus(1.0), math.inf).omega(A_PAIRS[0])
+    scores = torch.from_numpy(random_scores((4, N_GROUPS), 1.0, seed=12))
+    exact = reg.loss(scores, reg.predict(scores))
+    for dtype in (torch.float32, torch.bfloat16):
+        low = scores.to(dtype)
+        loss = reg.loss(low, reg.predict(low))
+        assert loss.dtype == dtype and torch.isfinite(loss).all()
+        np.testing.assert_allclose(loss.double().numpy(), exact.numpy(), rtol=0, atol=8 * dtype_atol(dtype))
+
+
+def test_energy_constant_with_a_bonus_for_a_users_structures():
+    """The 'fy' constant of the energy evaluates Ω at the reference point: with budgeted Viterbi as the
+    user's oracle and the barycentre as reference point, the energy is that of SequentialKSubsets."""
+    n, k, w = 9, 3, 0.8
+    seq = hfy.SequentialKSubsets(k, w)
+    general = hfy.SparseMAP(lambda v: hfy.budgeted_viterbi(v, k, w), w,
+                            reference_point=seq.reference_point(n, torch.zeros(n, dtype=torch.float64)))
+    X = torch.from_numpy(random_scores((n, 5), 1.0, seed=13))
+    q = torch.from_numpy(random_scores((3, 5), 1.0, seed=14))
+    np.testing.assert_allclose(hfy.energy(q, X, 2.0, general).numpy(), hfy.energy(q, X, 2.0, seq).numpy(), rtol=0,
+                               atol=REFERENCE_ATOL)
+    # the program at the reference point is remembered: evaluating the constant again calls no oracle
+    calls = []
+    general.map_oracle = lambda v: calls.append(v) or hfy.budgeted_viterbi(v, k, w)
+    point = general.reference_point(n, X)
+    assert general.omega(point).item() == pytest.approx(seq.omega(point).item(), abs=REFERENCE_ATOL) and not calls
+    other = seq.predict(q @ X.T)
+    np.testing.assert_allclose(general.omega(other).numpy(), seq.omega(other).numpy(), rtol=0, atol=REFERENCE_ATOL)
+    assert calls
 
 
 # --- structured HFY: energies -----------------------------------------------------------------------------

@@ -26,9 +26,11 @@ import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
+import numpy as np
 import torch
 
-from .fenchel_young import Regularizer
+from .._structures import mixture_bonus_by_columns
+from .fenchel_young import Regularizer, masked_dot
 
 #: MAP(v: (B, N)) -> (a: (B, N) 0/1, b: (B,)), batched over rows.
 BatchedMapOracle = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
@@ -383,6 +385,29 @@ def _check_finite(theta: torch.Tensor) -> None:
                          "-inf mask)")
 
 
+class _ColumnBonus(torch.autograd.Function):
+    """V_w(μ) for the rows of ``mu`` (R, N), the program's prices as its (super)gradient; ``solve`` (float64
+    rows, device, eps of μ's dtype, name) gives both row by row (:meth:`SparseMAP._bonus_rows`).  The result
+    comes back in the dtype and on the device of ``mu``."""
+
+    @staticmethod
+    def forward(ctx, mu, solve, name):
+        rows = mu.detach().to("cpu", torch.float64).numpy()
+        values, duals = solve(rows, mu.device, torch.finfo(mu.dtype).eps, name)
+        ctx.save_for_backward(torch.from_numpy(duals).to(dtype=mu.dtype, device=mu.device))
+        return torch.from_numpy(values).to(dtype=mu.dtype, device=mu.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (duals,) = ctx.saved_tensors
+        return grad.unsqueeze(-1) * duals, None, None
+
+
+#: How many rows' bonus programs a general SparseMAP regulariser remembers (the reference point of an energy
+#: evaluated at every step is one).
+BONUS_MEMO = 64
+
+
 class SparseMAP(Regularizer):
     """The SparseMAP regulariser Ω(μ) = ½‖μ‖² on the marginal polytope of a user's structures.
 
@@ -431,22 +456,51 @@ class SparseMAP(Regularizer):
         return mu.reshape(shape).movedim(-1, dim)
 
     def omega(self, mu: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        """Ω(μ) = ½‖μ‖² without a bonus.  With w != 0, Ω(μ) = ½‖μ‖² − max_π w Σ_s π_s b_s over the mixtures π
-        with marginals μ, which needs the user's polytope: a clear error (:class:`SequentialKSubsets`
-        computes it)."""
-        if self.w != 0.0:
-            raise ValueError("`mu`: with a pairwise bonus w != 0, Ω(μ) subtracts the bonus of the best mixture with "
-                             "marginals μ, which the general regulariser cannot compute (use constant='none' for the "
-                             "energy; SequentialKSubsets computes it)")
-        return 0.5 * (mu * mu).sum(dim)
+        """Ω(μ) = ½‖μ‖² − V_w(μ), V_w(μ) = max { w Σ_s π_s b_s : π a mixture with marginals μ } (zero without a
+        bonus).  With a bonus, V_w is a linear program over all structures, solved row by row on the CPU by
+        column generation with the MAP oracle (:func:`~hfy._structures.mixture_bonus_by_columns`); its
+        gradient in μ is μ minus the program's prices, a supergradient of V_w.  A clear error for μ outside
+        the polytope.  The maps, the conjugate and the energy's dynamics never need it."""
+        return self._omega(mu, dim, "mu")
+
+    def _omega(self, mu: torch.Tensor, dim: int, name: str) -> torch.Tensor:
+        quadratic = 0.5 * (mu * mu).sum(dim)
+        if self.w == 0.0:
+            return quadratic
+        moved = mu.movedim(dim, -1)
+        bonus = _ColumnBonus.apply(moved.reshape(-1, moved.shape[-1]), self._bonus_rows, name)
+        return quadratic - bonus.reshape(moved.shape[:-1])
+
+    def _bonus_rows(self, rows: np.ndarray, device: torch.device, eps: float, name: str):
+        """V_w and its prices for float64 rows (R, N) by column generation, row by row on the CPU (the oracle
+        sees (1, N) float64 scores on ``device``); the tolerance for missing the polytope is that of the
+        dtype μ was computed in.  The last BONUS_MEMO rows solved are remembered."""
+        memo = self.__dict__.setdefault("_bonus_memo", {})
+
+        def oracle(v):
+            a, b = self.map_oracle(torch.from_numpy(v).to(device).unsqueeze(0))
+            return a[0].detach().to("cpu", torch.float64).numpy(), float(b[0])
+
+        values, duals = np.zeros(rows.shape[0]), np.zeros(rows.shape)
+        for i, row in enumerate(rows):
+            key = (row.tobytes(), str(device), eps, self.w)
+            if key not in memo:
+                tol = math.sqrt(eps) * max(1.0, float(np.abs(row).sum()))
+                solved = mixture_bonus_by_columns(row, oracle, self.w, name, tol)
+                if len(memo) >= BONUS_MEMO:
+                    memo.pop(next(iter(memo)))
+                memo[key] = solved
+            values[i], duals[i] = memo[key]
+        return values, duals
 
     def loss(self, theta: torch.Tensor, y: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        """L(θ; y) = Ω*(θ) + ½‖y‖² − w b(y) − ⟨θ, y⟩: with a bonus the loss needs the target's feature b(y),
-        which only a subclass that knows its structures can give (:class:`SequentialKSubsets` does)."""
-        if self.w != 0.0:
-            raise ValueError("`y`: the Fenchel-Young loss of SparseMAP with a pairwise bonus w != 0 needs the bonus "
-                             "b(y) of the target, which the general regulariser does not know")
-        return super().loss(theta, y, dim)
+        """L(θ; y) = Ω*(θ) + Ω(y) − ⟨θ, y⟩ for a target y in the polytope: >= 0, and 0 when y is the
+        prediction (with a bonus, Ω(y) subtracts the bonus of the best mixture with marginals y; w·b(y) at a
+        structure y)."""
+        if self.w == 0.0 or y.shape != theta.shape:  # (the base class names a shape mismatch)
+            return super().loss(theta, y, dim)
+        y = y.to(theta.dtype)
+        return self.conjugate(theta, dim) + self._omega(y, dim, "y") - masked_dot(theta, y, dim)
 
     def _predict_for_conjugate(self, theta: torch.Tensor, dim: int):
         """Ω*(θ) = Σ_s π_s (θᵀa_s + w b_s) − ½‖μ‖² (gradient μ) is ⟨θ, μ⟩ − Ω(μ) with Ω(μ) = ½‖μ‖² − w Σ_s π_s b_s:

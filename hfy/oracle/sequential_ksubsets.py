@@ -163,17 +163,30 @@ def mixture_bonus(mu, k: int, transition: float, exactly_k: bool = True) -> floa
     Over the listed structures for N <= MAX_N (the convex hull of the list), over the unit flows of the
     Viterbi lattice otherwise.  A clear error when no mixture has marginals μ.
     """
-    cp = cvxpy()
     mu = np.asarray(mu, dtype=np.float64)
     w = float(transition)
     if mu.size <= MAX_N:
-        A, b = enumerate_structures(mu.size, k, w, exactly_k)
-        pi = cp.Variable(A.shape[0], nonneg=True)
-        problem = cp.Problem(cp.Maximize(w * (b @ pi)), [A.T @ pi == mu, cp.sum(pi) == 1])
-    else:
-        lat = viterbi_lattice(mu.size, k, bool(exactly_k))
-        f = cp.Variable(lat.bonus.size, nonneg=True)
-        problem = cp.Problem(cp.Maximize(w * (lat.bonus @ f)), [lat.flow @ f == lat.rhs, lat.unary @ f == mu])
+        return mixture_bonus_enumerated(mu, *enumerate_structures(mu.size, k, w, exactly_k), w)
+    cp = cvxpy()
+    lat = viterbi_lattice(mu.size, k, bool(exactly_k))
+    f = cp.Variable(lat.bonus.size, nonneg=True)
+    problem = cp.Problem(cp.Maximize(w * (lat.bonus @ f)), [lat.flow @ f == lat.rhs, lat.unary @ f == mu])
+    return _bonus_value(problem)
+
+
+def mixture_bonus_enumerated(mu, A: np.ndarray, b: np.ndarray, w: float) -> float:
+    """V_w(μ) = max { w bᵀπ : Aᵀπ = μ, π in the simplex } over the listed structures (rows of ``A``, features
+    ``b``), for one row ``mu`` (cvxpy): the oracle of the bonus for any structures small enough to list.  A
+    clear error when no mixture has marginals μ."""
+    cp = cvxpy()
+    pi = cp.Variable(A.shape[0], nonneg=True)
+    problem = cp.Problem(cp.Maximize(float(w) * (b @ pi)), [A.T @ pi == np.asarray(mu, dtype=np.float64),
+                                                             cp.sum(pi) == 1])
+    return _bonus_value(problem)
+
+
+def _bonus_value(problem) -> float:
+    """The optimal value of a bonus program, or a clear error when μ is not a mixture of the structures."""
     solve_quietly(problem)
     if problem.status not in ("optimal", "optimal_inaccurate"):
         raise ValueError(f"`mu` is not a mixture of structures (the linear program is {problem.status})")

@@ -19,6 +19,9 @@ from typing import Callable, Tuple
 
 import numpy as np
 
+from .._structures import mixture_bonus_by_columns
+from .fenchel_young import _reduce_along
+
 #: MAP(v) -> (a, b): the best structure's 0/1 vector and its pairwise feature.
 MapOracle = Callable[[np.ndarray], Tuple[np.ndarray, float]]
 
@@ -186,14 +189,25 @@ class SparseMAP:
         return np.array(vals).reshape(moved.shape[:-1])
 
     def omega(self, mu, dim: int = -1) -> np.ndarray:
-        """Ω(μ) = ½‖μ‖² without a bonus.  With w != 0, Ω(μ) = ½‖μ‖² − max_π w Σ_s π_s b_s over the mixtures π
-        with marginals μ, which needs the user's polytope: a clear error (SequentialKSubsets computes it)."""
-        if self.w != 0.0:
-            raise ValueError("`mu`: with a pairwise bonus w != 0, Ω(μ) subtracts the bonus of the best mixture with "
-                             "marginals μ, which the general regulariser cannot compute (use constant='none' for the "
-                             "energy; SequentialKSubsets computes it)")
+        """Ω(μ) = ½‖μ‖² − V_w(μ), V_w(μ) = max { w Σ_s π_s b_s : π a mixture with marginals μ } (zero without a
+        bonus), by column generation with the MAP oracle (:func:`~hfy._structures.mixture_bonus_by_columns`);
+        a clear error for μ outside the polytope."""
+        return self._omega(mu, dim, "mu")
+
+    def _omega(self, mu, dim: int, name: str) -> np.ndarray:
         mu = np.asarray(mu, dtype=np.float64)
-        return 0.5 * np.sum(mu * mu, axis=dim)
+        quadratic = 0.5 * np.sum(mu * mu, axis=dim)
+        if self.w == 0.0:
+            return quadratic
+        return quadratic - _reduce_along(lambda row: mixture_bonus_by_columns(row, self.map_oracle, self.w, name)[0],
+                                         mu, dim, name)
+
+    def loss(self, theta, y, dim: int = -1) -> np.ndarray:
+        """L(θ; y) = Ω*(θ) + Ω(y) − ⟨θ, y⟩ for a target y in the polytope: >= 0, and 0 when y is the prediction."""
+        theta, y = np.asarray(theta, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if y.shape != theta.shape:
+            raise ValueError(f"`y` must have the shape of `theta` {theta.shape}; got {y.shape}")
+        return self.conjugate(theta, dim) + self._omega(y, dim, "y") - np.sum(theta * y, axis=dim)
 
     def reference_point(self, n: int) -> np.ndarray:
         if self._reference is None:
