@@ -596,6 +596,14 @@ def test_cuda_structured_update_and_general_sparsemap():
     theta = torch.from_numpy(random_scores((16, N_GROUPS), 1.0, 2))
     mu = hfy.sparsemap(theta.cuda(), two_groups(0.7), 0.7)
     assert (mu.cpu() - hfy.sparsemap(theta, two_groups(0.7), 0.7)).abs().max().item() <= REFERENCE_ATOL
+    # Ω with the bonus (column generation on the CPU, the oracle called on the device) and its gradient
+    reg = hfy.SparseMAP(two_groups(0.7), 0.7)
+    on_gpu = mu.detach().clone().requires_grad_()
+    reg.omega(on_gpu).sum().backward()
+    on_cpu = mu.detach().cpu().requires_grad_()
+    reg.omega(on_cpu).sum().backward()
+    assert on_gpu.grad.device == mu.device
+    assert (on_gpu.grad.cpu() - on_cpu.grad).abs().max().item() <= REFERENCE_ATOL
 
 
 def _structures(n, k):
