@@ -194,6 +194,11 @@ def mixture_bonus_value(mu: np.ndarray, k: int, w: float, exactly_k: bool = True
 #: multiplied by PENALTY_GROWTH until μ is met or PENALTY_ROUNDS increases have been made.
 PENALTY, PENALTY_GROWTH, PENALTY_ROUNDS = 1e3, 1e2, 4
 
+#: HiGHS options for the restricted programs: feasibility tolerances tighter than its default 1e-7 (the
+#: programs are small and well scaled), and no presolve, which can call a program infeasible whose
+#: right-hand side is exactly a mixture of its columns with weights of order 1e-7.
+LP_OPTIONS = {"presolve": False, "primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+
 
 def mixture_bonus_by_columns(mu: np.ndarray, map_oracle, w: float, name: str = "mu", tol: Optional[float] = None,
                              max_iter: Optional[int] = None) -> Tuple[float, np.ndarray]:
@@ -254,7 +259,7 @@ def mixture_bonus_by_columns(mu: np.ndarray, map_oracle, w: float, name: str = "
             cost = -w * b
             constraints = sparse.vstack([sparse.csr_matrix(A.T), weights_row])
         res = optimize.linprog(cost, A_eq=constraints.tocsr(), b_eq=np.concatenate([mu, [1.0]]), bounds=(0, None),
-                               method="highs")
+                               method="highs", options=LP_OPTIONS)
         if res.status != 0:  # (with slack every restricted program is feasible; without, μ is a mixture of them)
             raise ValueError(f"`{name}`: the linear program for the bonus of the best mixture failed ({res.message})")
         prices = np.asarray(res.eqlin.marginals, dtype=np.float64)
