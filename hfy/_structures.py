@@ -231,17 +231,19 @@ def mixture_bonus_by_columns(mu: np.ndarray, map_oracle, w: float, name: str = "
         return 0.0, np.zeros(n)
     columns, features = [], []
 
-    def add(v):
+    def best(v):
         a, b = map_oracle(v)
-        a = np.asarray(a, dtype=np.float64).reshape(n)
-        for known in columns:
-            if np.array_equal(known, a):
-                return False
+        return np.asarray(a, dtype=np.float64).reshape(n), float(b)
+
+    def add(a, b):
+        """Add structure a with feature b to the program; False if it is already there."""
+        if any(np.array_equal(known, a) for known in columns):
+            return False
         columns.append(a)
-        features.append(float(b))
+        features.append(b)
         return True
 
-    add(mu)
+    add(*best(mu))
     identity = sparse.identity(n, format="csr")
     rounds, slack_on = 0, True
     for _ in range(max_iter):
@@ -264,9 +266,9 @@ def mixture_bonus_by_columns(mu: np.ndarray, map_oracle, w: float, name: str = "
             raise ValueError(f"`{name}`: the linear program for the bonus of the best mixture failed ({res.message})")
         prices = np.asarray(res.eqlin.marginals, dtype=np.float64)
         lam, nu = prices[:n], prices[n]
-        a, bonus = map_oracle(lam)
-        gain = w * float(bonus) + float(lam @ np.asarray(a, dtype=np.float64).reshape(n)) + nu  # −(reduced cost)
-        if gain > 1e-9 * scale * (1.0 + abs(float(res.fun))) and add(lam):
+        a, bonus = best(lam)
+        gain = w * bonus + float(lam @ a) + nu  # −(reduced cost)
+        if gain > 1e-9 * scale * (1.0 + abs(float(res.fun))) and add(a, bonus):
             continue
         weights = np.clip(res.x[:s], 0.0, None)
         if not slack_on:  # optimal over all structures, with prices not inflated by the penalty
